@@ -1,0 +1,107 @@
+"""Generator forward speed: full NIR-GAN generator (ngf 64, 9 blocks, SatCLIP multiply
+injection) on 256 px + 10 px reflect pad, and a tiny one.
+
+    python benchmarks/generator_forward.py [--batch 1 4] [--dtype float32 bfloat16]
+        [--conv_impl auto] [--torch]
+
+Prints one JSON line. ``--torch`` also times the PyTorch reference generator of
+``tests/torch_reference.py`` in the same run (CPU threads as torch defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from nirgan_jax import models  # noqa: E402
+from nirgan_jax.models import config as model_config  # noqa: E402
+
+SIZES = {
+    "full": dict(ngf=64, n_blocks=9, image=256, pad=10),
+    "tiny": dict(ngf=8, n_blocks=2, image=64, pad=4),
+}
+
+
+def build(size: str, dtype: str, conv_impl: str):
+  config = model_config.get_config()
+  spec = SIZES[size]
+  config.model.generator.ngf = spec["ngf"]
+  config.model.generator.n_blocks = spec["n_blocks"]
+  config.model.conv_impl = conv_impl
+  config.compute_dtype = dtype
+  return models.build_generator(config), spec["image"] + 2 * spec["pad"]
+
+
+def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -> dict:
+  generator, side = build(size, dtype, conv_impl)
+  rgb = jax.random.uniform(jax.random.key(0), (batch, side, side, 3))
+  embedding = jax.random.normal(jax.random.key(1), (batch, 256))
+  params = jax.jit(generator.init)(jax.random.key(2, impl="rbg"), rgb[:1], embedding[:1])
+  forward = jax.jit(generator.apply)
+  start = time.perf_counter()
+  compiled = forward.lower(params, rgb, embedding).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(compiled(params, rgb, embedding))  # warm-up
+  times = common.time_call(lambda: compiled(params, rgb, embedding), repeats)
+  return {"size": size, "batch": batch, "dtype": dtype,
+          "conv_impl": models.layers.resolve_conv_impl(conv_impl),
+          "compile_s": round(compile_s, 2), **common.summary(times, batch)}
+
+
+def bench_torch(batch: int, repeats: int) -> dict:
+  import torch
+
+  sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+  import torch_reference
+
+  generator = torch_reference.InjectGenerator().eval()
+  side = SIZES["full"]["image"] + 2 * SIZES["full"]["pad"]
+  rgb = torch.rand(batch, 3, side, side)
+  embedding = torch.randn(batch, 256)
+  with torch.no_grad():
+    generator(rgb, embedding)
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      generator(rgb, embedding)
+      times.append(time.perf_counter() - start)
+  return {"size": "full", "batch": batch, "dtype": "float32", "framework": "torch",
+          "threads": torch.get_num_threads(), **common.summary(times, batch)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
+  parser.add_argument("--sizes", nargs="+", default=["full", "tiny"], choices=sorted(SIZES))
+  parser.add_argument("--conv_impl", default="auto", choices=models.layers.CONV_IMPLS)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
+  args = parser.parse_args()
+
+  results = [bench_jax(size, batch, dtype, args.conv_impl, args.repeats)
+             for size in args.sizes for batch in args.batch for dtype in args.dtype]
+  record = {"benchmark": "generator_forward", **common.environment(), "results": results}
+  if args.torch:
+    record["torch"] = [bench_torch(batch, args.repeats) for batch in args.batch]
+    ours = {(r["batch"]): r["median_s"] for r in results
+            if r["size"] == "full" and r["dtype"] == "float32"}
+    record["speedup_vs_torch"] = {
+        str(t["batch"]): round(t["median_s"] / ours[t["batch"]], 3)
+        for t in record["torch"] if t["batch"] in ours}
+  record["peak_rss_mb"] = round(common.peak_rss_mb(), 1)
+  common.emit(record)
+
+
+if __name__ == "__main__":
+  np.set_printoptions(precision=4)
+  main()

@@ -1,0 +1,80 @@
+"""Spectral indices from reflectance bands in [0, 1].
+
+Every function takes arrays of equal shape and an ``eps`` that guards the
+denominator: with ``eps > 0`` (as the losses use) an all-zero input gives 0, not NaN.
+For products (maps a user reads) pass ``eps=0`` to get the textbook value.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+DEFAULT_EPS = 1e-6
+
+
+def _safe_ratio(num: jax.Array, den: jax.Array, eps: float) -> jax.Array:
+  if eps == 0:
+    return num / den
+  # Push the denominator away from zero on its own side, so the sign is kept.
+  den = jnp.where(den >= 0, den + eps, den - eps)
+  return num / den
+
+
+def ndvi(red, nir, eps: float = DEFAULT_EPS):
+  """Normalised difference vegetation index (N - R) / (N + R)."""
+  return _safe_ratio(nir - red, nir + red, eps)
+
+
+def ndwi(green, nir, eps: float = DEFAULT_EPS):
+  """McFeeters' normalised difference water index (G - N) / (G + N)."""
+  return _safe_ratio(green - nir, green + nir, eps)
+
+
+def evi(red, nir, blue, eps: float = DEFAULT_EPS):
+  """Enhanced vegetation index 2.5 (N - R) / (N + 6R - 7.5B + 1).
+
+  The original NIR-GAN code writes this formula with misplaced terms; this is the
+  standard MODIS definition (Huete et al., 2002).
+  """
+  return _safe_ratio(2.5 * (nir - red), nir + 6.0 * red - 7.5 * blue + 1.0, eps)
+
+
+def savi(red, nir, eps: float = DEFAULT_EPS, soil_factor: float = 0.5):
+  """Soil-adjusted vegetation index (1 + L)(N - R) / (N + R + L), L = 0.5."""
+  return _safe_ratio((1.0 + soil_factor) * (nir - red), nir + red + soil_factor, eps)
+
+
+def msavi(red, nir, eps: float = DEFAULT_EPS):
+  """Modified SAVI (2N + 1 - sqrt((2N + 1)^2 - 8(N - R))) / 2.
+
+  The radicand is clipped at ``eps`` so the square root (and its gradient) is finite.
+  """
+  radicand = jnp.square(2.0 * nir + 1.0) - 8.0 * (nir - red)
+  return (2.0 * nir + 1.0 - jnp.sqrt(jnp.maximum(radicand, eps))) / 2.0
+
+
+def gndvi(green, nir, eps: float = DEFAULT_EPS):
+  """Green NDVI (N - G) / (N + G)."""
+  return _safe_ratio(nir - green, nir + green, eps)
+
+
+INDEX_NAMES = ("ndvi", "ndwi", "evi", "savi", "msavi", "gndvi")
+
+
+def compute_index(name: str, rgb: jax.Array, nir: jax.Array, eps: float = DEFAULT_EPS):
+  """Index ``name`` from channels-last RGB (..., 3) and NIR (..., 1); returns (..., 1)."""
+  red, green, blue = rgb[..., 0:1], rgb[..., 1:2], rgb[..., 2:3]
+  if name == "ndvi":
+    return ndvi(red, nir, eps)
+  if name == "ndwi":
+    return ndwi(green, nir, eps)
+  if name == "evi":
+    return evi(red, nir, blue, eps)
+  if name == "savi":
+    return savi(red, nir, eps)
+  if name == "msavi":
+    return msavi(red, nir, eps)
+  if name == "gndvi":
+    return gndvi(green, nir, eps)
+  raise ValueError(f"unknown index {name!r}; known: {INDEX_NAMES}")

@@ -1,0 +1,78 @@
+"""A self-contained model directory: parameter trees (Orbax) plus the config (JSON).
+
+Layout of ``DIR``::
+
+    DIR/config.json    the ml_collections config the networks are built from
+    DIR/params/        Orbax checkpoint of {"generator": ..., "discriminator": ...,
+                       "satclip": ...} (any subset)
+
+Written by the PyTorch import and by export; read by predict, evaluate and
+fine-tuning. Writing goes to a temporary sibling directory that is renamed at the
+end, so a failed write never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+class ModelDirError(RuntimeError):
+  """A model directory is missing, incomplete or unreadable."""
+
+
+def save_model_dir(path: str | Path, params: dict[str, Any],
+                   config: ml_collections.ConfigDict, overwrite: bool = False) -> Path:
+  """Writes ``params`` (a dict of named parameter trees) and ``config`` to ``path``."""
+  path = Path(path).absolute()
+  if path.exists() and not overwrite:
+    raise FileExistsError(f"{path}: output exists (pass overwrite=True / --overwrite)")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+  try:
+    host_params = jax.tree.map(np.asarray, params)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp / PARAMS_DIR, host_params)
+    checkpointer.wait_until_finished()
+    (tmp / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    if path.exists():
+      shutil.rmtree(path)
+    tmp.rename(path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def load_config(path: str | Path) -> ml_collections.ConfigDict:
+  config_file = Path(path) / CONFIG_FILE
+  if not config_file.is_file():
+    raise ModelDirError(f"{path}: not a model directory ({CONFIG_FILE} is missing)")
+  try:
+    return ml_collections.ConfigDict(json.loads(config_file.read_text()))
+  except json.JSONDecodeError as e:
+    raise ModelDirError(f"{config_file}: not valid JSON ({e})") from e
+
+
+def load_model_dir(path: str | Path) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
+  """(params, config) of a directory written by ``save_model_dir``; params as numpy."""
+  path = Path(path).absolute()
+  config = load_config(path)
+  if not (path / PARAMS_DIR).is_dir():
+    raise ModelDirError(f"{path}: not a model directory ({PARAMS_DIR}/ is missing)")
+  try:
+    params = ocp.StandardCheckpointer().restore(path / PARAMS_DIR)
+  except Exception as e:  # Orbax raises a variety of types for damaged checkpoints.
+    raise ModelDirError(f"{path / PARAMS_DIR}: cannot read parameters ({e})") from e
+  return jax.tree.map(np.asarray, params), config

@@ -1,0 +1,42 @@
+"""The 70x70 PatchGAN discriminator of pix2pix (``NLayerDiscriminator``).
+
+conv4/2(in->ndf) LReLU; (n_layers-1) x [conv4/2 IN LReLU]; conv4/1 IN LReLU; conv4/1(->1).
+Every conv pads 1 with zeros. Input is concat(RGB, NIR).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nirgan_jax.models import layers
+
+_LEAK = 0.2
+
+
+class PatchDiscriminator(nn.Module):
+  ndf: int = 64
+  n_layers: int = 3
+  norm: str = "instance"
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  def _conv(self, features, stride, name):
+    return layers.Conv(features, 4, stride=stride, padding=1, conv_impl=self.conv_impl,
+                       dtype=self.dtype, name=name)
+
+  @nn.compact
+  def __call__(self, image: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> patch logits (B, H', W', 1) in float32."""
+    x = nn.leaky_relu(self._conv(self.ndf, 2, "conv_0")(image), _LEAK)
+    mult = 1
+    for n in range(1, self.n_layers + 1):
+      mult = min(2**n, 8)
+      stride = 2 if n < self.n_layers else 1
+      x = self._conv(self.ndf * mult, stride, f"conv_{n}")(x)
+      x = nn.leaky_relu(layers.normalize(x, self.norm), _LEAK)
+    x = self._conv(1, 1, f"conv_{self.n_layers + 1}")(x)
+    return x.astype(jnp.float32)

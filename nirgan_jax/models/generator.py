@@ -1,0 +1,145 @@
+"""The NIR-GAN generator: pix2pix ResNet generator with SatCLIP location injection.
+
+Layer for layer this is the reference ``ResnetGenerator_inject`` (see DESIGN.md):
+
+    ReflectPad3 Conv7(3->ngf) IN ReLU
+    Conv3/2(ngf->2ngf) IN  <-- SatCLIP map injected here (before the ReLU)  ReLU
+    Conv3/2(2ngf->4ngf) IN ReLU
+    n_blocks x ResnetBlock(4ngf)
+    ConvT3/2(4ngf->2ngf) IN ReLU, ConvT3/2(2ngf->ngf) IN ReLU
+    ReflectPad3 Conv7(ngf->1) tanh [* post_correction]
+
+The original resizes the 128x128 embedding map to ``(W, H)`` of the feature map,
+which only works for square inputs; here it goes to ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nirgan_jax.models import layers
+
+INJECTION_STYLES = ("multiply", "add", "concat", "none")
+N_DOWNSAMPLING = 2
+
+
+class ResnetBlock(nn.Module):
+  """pad, conv3, norm, ReLU, [dropout], pad, conv3, norm, plus the skip connection."""
+
+  features: int
+  norm: str = "instance"
+  padding_type: str = "reflect"
+  dropout_rate: float = 0.0
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    conv = lambda name: layers.Conv(self.features, 3, padding=1, padding_type=self.padding_type,
+                                    conv_impl=self.conv_impl, dtype=self.dtype, name=name)
+    y = conv("conv_0")(x)
+    y = nn.relu(layers.normalize(y, self.norm))
+    if self.dropout_rate > 0:
+      y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = layers.normalize(conv("conv_1")(y), self.norm)
+    return x + y
+
+
+class LocationInjection(nn.Module):
+  """Turns a SatCLIP embedding into a spatial map: Dense(embed -> S*S), reshaped S x S."""
+
+  map_size: int = 128
+
+  @nn.compact
+  def __call__(self, embedding: jax.Array) -> jax.Array:
+    flat = nn.Dense(self.map_size * self.map_size, kernel_init=layers.weight_init,
+                    bias_init=layers.bias_init, name="dense")(embedding.astype(jnp.float32))
+    # Row-major, like torch's ``view(-1, 1, S, S)``.
+    return flat.reshape(embedding.shape[0], self.map_size, self.map_size, 1)
+
+
+class Generator(nn.Module):
+  """RGB (B, H, W, 3) in [0, 1] (+ optional SatCLIP embedding (B, E)) -> NIR (B, H, W, 1)."""
+
+  ngf: int = 64
+  n_blocks: int = 9
+  output_channels: int = 1
+  norm: str = "instance"
+  padding_type: str = "reflect"
+  dropout_rate: float = 0.0
+  injection_style: str = "multiply"
+  injection_map_size: int = 128
+  injection_scale_init: float = 0.01
+  learn_injection_scale: bool = True
+  post_correction: bool = False
+  concat_factor: float = 1.0
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  def _conv(self, features, kernel_size, name, stride=1, padding=0, padding_type="zero"):
+    return layers.Conv(features, kernel_size, stride=stride, padding=padding,
+                       padding_type=padding_type, conv_impl=self.conv_impl, dtype=self.dtype,
+                       name=name)
+
+  def _inject(self, x: jax.Array, embed_map: jax.Array) -> jax.Array:
+    e = layers.resize_bilinear(embed_map, x.shape[1], x.shape[2]).astype(x.dtype)
+    if self.learn_injection_scale:
+      scale = self.param("injection_scale", nn.initializers.constant(self.injection_scale_init),
+                         (), jnp.float32)
+    else:
+      scale = jnp.asarray(self.injection_scale_init, jnp.float32)
+    scale = scale.astype(x.dtype)
+    if self.injection_style == "multiply":
+      return x * (1 + scale * e)
+    return x + scale * e
+
+  @nn.compact
+  def __call__(self, rgb: jax.Array, embedding: jax.Array | None = None, *,
+               deterministic: bool = True) -> jax.Array:
+    if self.injection_style not in INJECTION_STYLES:
+      raise ValueError(
+          f"injection_style must be one of {INJECTION_STYLES}, got {self.injection_style!r}")
+    uses_location = self.injection_style != "none"
+    if uses_location and embedding is None:
+      raise ValueError(f"injection_style={self.injection_style!r} needs a SatCLIP embedding")
+
+    x = rgb.astype(self.dtype)
+    embed_map = None
+    if uses_location:
+      embed_map = LocationInjection(self.injection_map_size, name="injection")(embedding)
+    if self.injection_style == "concat":
+      channel = layers.resize_bicubic(embed_map, x.shape[1], x.shape[2]) * self.concat_factor
+      x = jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
+
+    x = self._conv(self.ngf, 7, "conv_in", padding=3, padding_type=self.padding_type)(x)
+    x = nn.relu(layers.normalize(x, self.norm))
+
+    for i in range(N_DOWNSAMPLING):
+      x = self._conv(self.ngf * 2 ** (i + 1), 3, f"down_{i}", stride=2, padding=1)(x)
+      x = layers.normalize(x, self.norm)
+      if i == 0 and self.injection_style in ("multiply", "add"):
+        x = self._inject(x, embed_map)
+      x = nn.relu(x)
+
+    for i in range(self.n_blocks):
+      x = ResnetBlock(self.ngf * 2 ** N_DOWNSAMPLING, norm=self.norm,
+                      padding_type=self.padding_type, dropout_rate=self.dropout_rate,
+                      conv_impl=self.conv_impl, dtype=self.dtype,
+                      name=f"block_{i}")(x, deterministic=deterministic)
+
+    for i in range(N_DOWNSAMPLING):
+      features = self.ngf * 2 ** (N_DOWNSAMPLING - i - 1)
+      x = layers.ConvTranspose(features, 3, stride=2, padding=1, output_padding=1,
+                               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}")(x)
+      x = nn.relu(layers.normalize(x, self.norm))
+
+    x = self._conv(self.output_channels, 7, "conv_out", padding=3,
+                   padding_type=self.padding_type)(x)
+    x = jnp.tanh(x.astype(jnp.float32))
+    if self.post_correction:
+      x = x * self.param("post_correction", nn.initializers.ones, (), jnp.float32)
+    return x

@@ -1,0 +1,44 @@
+"""Shared fixtures. Four fake CPU devices, set before JAX initialises."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def load_config(name: str):
+  """``get_config()`` of ``configs/<name>.py``, loaded by path as config_flags does."""
+  path = REPO / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny_config(style: str = "multiply"):
+  """The full recipe shrunk so that a step compiles and runs in seconds on 2 cores."""
+  config = load_config("multiscale")
+  config.pad = 4
+  config.model.generator.ngf = 8
+  config.model.generator.n_blocks = 2
+  config.model.discriminator.ndf = 8
+  config.model.discriminator.n_layers = 2
+  config.model.injection.style = style
+  config.model.injection.map_size = 16
+  config.satclip.legendre_polys = 4
+  config.satclip.dim_hidden = 16
+  config.satclip.embed_dim = 16
+  config.satclip.allow_random_init = True
+  return config
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config()

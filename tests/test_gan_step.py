@@ -1,0 +1,146 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from nirgan_jax import gan_step
+from nirgan_jax import mesh as mesh_lib
+
+from conftest import tiny_config
+
+IMAGE = 32
+
+
+def _batch(n=8, seed=0):
+  """RGB with spatial structure and a NIR that is a fixed function of it (learnable)."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.meshgrid(np.linspace(0, 1, IMAGE), np.linspace(0, 1, IMAGE), indexing="ij")
+  phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1, 3))
+  freq = rng.uniform(2, 6, size=(n, 1, 1, 3))
+  rgb = 0.25 + 0.2 * np.sin(freq * (xx + yy)[None, :, :, None] * np.pi + phase)
+  nir = np.clip(1.6 * rgb[..., 1:2] - 0.6 * rgb[..., 0:1] + 0.1, 0, 1)
+  lonlat = np.stack([rng.uniform(-180, 180, n), rng.uniform(-80, 80, n)], -1)
+  return {"rgb": rgb.astype(np.float32), "nir": nir.astype(np.float32),
+          "lonlat": lonlat.astype(np.float32)}
+
+
+def _setup(config, devices):
+  nirgan = gan_step.NIRGAN.from_config(config)
+  mesh = mesh_lib.make_data_mesh(devices)
+  key = jax.random.key(0, impl=config.rng_impl)
+  g_state, d_state = gan_step.create_train_states(nirgan, key, IMAGE, mesh)
+  satclip_params = gan_step.init_location_encoder(nirgan, jax.random.key(1, impl=config.rng_impl))
+  return nirgan, mesh, g_state, d_state, satclip_params
+
+
+def _run(config, devices, steps, batch):
+  nirgan, mesh, g, d, s = _setup(config, devices)
+  step = gan_step.make_train_step(nirgan, mesh)
+  sharded = mesh_lib.shard_batch(mesh, batch)
+  history = []
+  for _ in range(steps):
+    g, d, m = step(g, d, s, sharded, jax.random.key(2, impl=config.rng_impl))
+    history.append(jax.device_get(m))
+  return g, d, history
+
+
+def _bias_before_instance_norm(network, path, config):
+  """Conv biases right before an instance norm have zero true gradient: their float noise
+  differs between layouts and Adam turns it into +-lr steps (see JAX_NOTES)."""
+  if path[-1] != "bias":
+    return False
+  if network == "G":
+    return path[0] not in ("conv_out", "injection")
+  return path[0] not in ("conv_0", f"conv_{config.model.discriminator.n_layers + 1}")
+
+
+def test_sharded_step_equals_single_device_step():
+  assert jax.device_count() == 4, "needs XLA_FLAGS=--xla_force_host_platform_device_count=4"
+  config = tiny_config("multiply")
+  config.model.conv_impl = "xla"
+  batch = _batch()
+  g4, d4, h4 = _run(config, jax.devices(), 3, batch)
+  g1, d1, h1 = _run(config, jax.devices()[:1], 3, batch)
+
+  assert g4.params["conv_in"]["kernel"].sharding.spec == jax.sharding.PartitionSpec()
+  for m4, m1 in zip(h4, h1, strict=True):
+    for key in ("d_total", "g_total", "g_l1", "g_gan"):
+      assert m4[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
+
+  steps, lr = 3, 2e-4
+  for name, a, b in (("G", g4.params, g1.params), ("D", d4.params, d1.params)):
+    flat_a, flat_b = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
+    for path, value in flat_a.items():
+      diff = float(np.max(np.abs(np.asarray(value) - np.asarray(flat_b[path]))))
+      is_norm_bias = _bias_before_instance_norm(name, path, config)
+      limit = 2 * steps * lr if is_norm_bias else 1e-5
+      assert diff <= limit, f"{name} {'/'.join(path)} differs by {diff}"
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+  config = tiny_config("multiply")
+  config.optim.lr = 2e-3
+  nirgan, mesh, g, d, s = _setup(config, jax.devices())
+  step = gan_step.make_train_step(nirgan, mesh)
+  batch = mesh_lib.shard_batch(mesh, _batch())
+  key = jax.random.key(2, impl=config.rng_impl)
+  l1 = []
+  for _ in range(100):
+    g, d, m = step(g, d, s, batch, key)
+    l1.append(float(m["g_l1"]))
+  assert np.all(np.isfinite(l1))
+  assert min(l1[-5:]) < l1[0] / 5, f"L1 went from {l1[0]:.4f} to {l1[-1]:.4f}"
+
+
+@pytest.mark.parametrize("style", ["none", "add", "concat"])
+def test_every_injection_style_trains(style):
+  config = tiny_config(style)
+  config.model.conv_impl = "xla"
+  config.loss.lambda_ssim = 1.0  # every optional loss term on, once
+  config.loss.lambda_hist = 1.0
+  config.loss.lambda_rs = 1.0
+  g, d, history = _run(config, jax.devices(), 2, _batch())
+  for m in history:
+    assert all(np.isfinite(v) for v in m.values())
+    assert m["nonfinite"] == 0.0
+  assert {"g_ssim", "g_hist", "g_rs", "g_rs_ndvi"} <= set(history[0])
+  assert ("injection_scale" in history[0]) == (style in ("add",))
+  assert g.step == 2 and d.step == 2
+
+
+def test_nonfinite_loss_leaves_the_states_unchanged():
+  config = tiny_config("multiply")
+  config.model.conv_impl = "xla"
+  nirgan, mesh, g, d, s = _setup(config, jax.devices())
+  step = gan_step.make_train_step(nirgan, mesh)
+  bad = _batch()
+  bad["nir"][0, 0, 0, 0] = np.nan
+  before_g = jax.device_get(g.params)
+  before_d = jax.device_get(d.params)
+  g, d, m = step(g, d, s, mesh_lib.shard_batch(mesh, bad), jax.random.key(2, impl="rbg"))
+  assert float(m["nonfinite"]) == 1.0
+  assert not np.isfinite(float(m["g_l1"]))
+  for before, after in ((before_g, g.params), (before_d, d.params)):
+    jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(after))
+
+
+def test_learning_rate_is_injectable():
+  config = tiny_config("none")
+  nirgan = gan_step.NIRGAN.from_config(config)
+  mesh = mesh_lib.make_data_mesh(jax.devices()[:1])
+  g, _ = gan_step.create_train_states(nirgan, jax.random.key(0, impl="rbg"), IMAGE, mesh)
+  assert float(gan_step.learning_rate(g)) == pytest.approx(2e-4)
+  g = gan_step.with_learning_rate(g, 2e-5)
+  assert float(gan_step.learning_rate(g)) == pytest.approx(2e-5)
+
+
+def test_eval_step_returns_per_example_metrics():
+  config = tiny_config("multiply")
+  config.model.conv_impl = "xla"
+  nirgan, mesh, g, _, s = _setup(config, jax.devices())
+  eval_step = gan_step.make_eval_step(nirgan, mesh, ssim_window=5)
+  pred, metrics = eval_step(g.params, s, mesh_lib.shard_batch(mesh, _batch()))
+  assert pred.shape == (8, IMAGE, IMAGE, 1)
+  assert metrics["l1"].shape == (8,)
+  assert jnp.all(jnp.isfinite(metrics["psnr"]))
