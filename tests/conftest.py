@@ -22,6 +22,13 @@ def load_config(name: str):
   return module.get_config()
 
 
+def rbg_key(seed: int):
+  """A PRNG key of the implementation the configs use: its init compiles ~5x faster on CPU."""
+  import jax
+
+  return jax.random.key(seed, impl="rbg")
+
+
 def tiny_config(style: str = "multiply"):
   """The full recipe shrunk so that a step compiles and runs in seconds on 2 cores."""
   config = load_config("multiscale")

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,11 +18,14 @@ def _nhwc(t):
 
 
 @pytest.mark.parametrize("kernel,stride,cin,cout,h,w", [
-    (3, 1, 8, 5, 9, 11),     # 72 features per pixel: one im2col matmul
-    (3, 2, 8, 5, 10, 13),    # strided, odd/even sizes
-    (7, 1, 3, 4, 12, 12),    # generator input conv
+    (3, 1, 8, 5, 9, 11),     # 72 features per pixel: im2col
+    (3, 2, 8, 5, 10, 13),    # strided im2col, odd/even sizes
+    (7, 1, 3, 4, 12, 12),    # the generator's input conv
     (4, 2, 4, 6, 11, 9),     # PatchGAN conv
-    (3, 1, 64, 16, 8, 8),    # 576 features: per-tap accumulation
+    (4, 2, 64, 16, 10, 10),  # 1024 features: one matmul per tap
+    (3, 1, 64, 16, 8, 8),    # Winograd F(2x2, 3x3), even output
+    (3, 1, 32, 8, 9, 12),    # Winograd with odd output sizes (partial tiles)
+    (7, 1, 16, 1, 12, 10),   # one output channel: output-side accumulation
 ])
 def test_conv_backends_match_torch(kernel, stride, cin, cout, h, w):
   rng = np.random.default_rng(0)
@@ -83,3 +87,31 @@ def test_unknown_options_are_rejected():
     layers.pad_spatial(jnp.zeros((1, 4, 4, 1)), 1, "circular")
   with pytest.raises(ValueError, match="norm"):
     layers.normalize(jnp.zeros((1, 4, 4, 1)), "batch")
+
+
+@pytest.mark.parametrize("kernel,stride,cin,cout", [
+    (7, 1, 16, 1),   # output-side conv: hand-written VJP
+    (3, 1, 32, 8),   # Winograd
+    (4, 2, 8, 16),   # strided im2col
+])
+def test_matmul_conv_gradients_match_xla(kernel, stride, cin, cout):
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 13, 11, cin)).astype(np.float32))
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)).astype(np.float32) * 0.1)
+  out_shape = jax.eval_shape(lambda: layers.conv2d_xla(x, k, stride)).shape
+  ct = jnp.asarray(rng.normal(size=out_shape).astype(np.float32))
+  grads = [jax.jit(lambda x, k, fn=fn: jax.vjp(lambda a, b: fn(a, b, stride), x, k)[1](ct))(x, k)
+           for fn in (layers.conv2d_matmul, layers.conv2d_xla)]
+  for got, want in zip(grads[0], grads[1], strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
+
+
+def test_conv_transpose_gradients_match_xla():
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7, 6)).astype(np.float32))
+  k = jnp.asarray(rng.normal(size=(3, 3, 6, 4)).astype(np.float32) * 0.1)
+  ct = jnp.asarray(rng.normal(size=(2, 10, 14, 4)).astype(np.float32))
+  grads = [jax.vjp(lambda a, b, fn=fn: fn(a, b, 2, 1, 1), x, k)[1](ct)
+           for fn in (layers.conv_transpose2d_matmul, layers.conv_transpose2d_xla)]
+  for got, want in zip(grads[0], grads[1], strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)

@@ -6,7 +6,7 @@ import pytest
 from nirgan_jax import models
 from nirgan_jax.models import config as model_config
 
-from conftest import tiny_config
+from conftest import rbg_key, tiny_config
 
 
 def _param_count(module, *inputs):
@@ -38,7 +38,7 @@ def test_generator_styles_on_non_square_input(style):
   generator = models.build_generator(config)
   rgb = jax.random.uniform(jax.random.key(0), (2, 40, 56, 3))
   embedding = jax.random.normal(jax.random.key(1), (2, 16))
-  variables = jax.jit(generator.init)(jax.random.key(2), rgb, embedding)
+  variables = jax.jit(generator.init)(rbg_key(2), rgb, embedding)
   apply = jax.jit(generator.apply)
   out = apply(variables, rgb, embedding)
   assert out.shape == (2, 40, 56, 1)
@@ -77,7 +77,7 @@ def test_conv_backends_agree_on_whole_networks(build, shape):
     args = [jax.random.uniform(jax.random.key(0), shape)]
     if build == "generator":
       args.append(jax.random.normal(jax.random.key(1), (2, 16)))
-    variables = jax.jit(net.init)(jax.random.key(2), *args)
+    variables = jax.jit(net.init)(rbg_key(2), *args)
     outputs.append(np.asarray(jax.jit(net.apply)(variables, *args)))
   np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
 
@@ -95,7 +95,7 @@ def test_bfloat16_compute_keeps_float32_params():
   config.compute_dtype = "bfloat16"
   generator = models.build_generator(config)
   rgb = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3))
-  variables = jax.jit(generator.init)(jax.random.key(1), rgb, jnp.ones((1, 16)))
+  variables = jax.jit(generator.init)(rbg_key(1), rgb, jnp.ones((1, 16)))
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
   out = jax.jit(generator.apply)(variables, rgb, jnp.ones((1, 16)))
   config.compute_dtype = "float32"

@@ -1,0 +1,159 @@
+"""Training-step speed: one full NIR-GAN iteration (G forward, D update, G update) for the
+full config (ngf 64, 9 blocks, SatCLIP L=10 multiply injection, 256 px + 10 px pad) and a
+tiny one, on a data-parallel mesh of all local devices.
+
+    python benchmarks/train_step.py [--batch 1 4] [--dtype float32 bfloat16] [--torch]
+
+Prints one JSON line. ``--torch`` also times the original's iteration with the PyTorch
+reference of ``tests/torch_reference.py`` (D step, then G step with its own G forward,
+as under Lightning's two optimizers) in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from nirgan_jax import gan_step  # noqa: E402
+from nirgan_jax import mesh as mesh_lib  # noqa: E402
+from nirgan_jax.models import config as model_config  # noqa: E402
+from nirgan_jax.models import layers  # noqa: E402
+
+SIZES = {
+    "full": dict(ngf=64, n_blocks=9, ndf=64, image=256, pad=10),
+    "tiny": dict(ngf=8, n_blocks=2, ndf=8, image=64, pad=4),
+}
+
+
+def make_config(size: str, dtype: str, conv_impl: str):
+  spec = SIZES[size]
+  config = model_config.get_config()
+  config.pad = spec["pad"]
+  config.compute_dtype = dtype
+  config.model.conv_impl = conv_impl
+  config.model.generator.ngf = spec["ngf"]
+  config.model.generator.n_blocks = spec["n_blocks"]
+  config.model.discriminator.ndf = spec["ndf"]
+  # Loss and optimiser sections of configs/multiscale.py (the full recipe).
+  config.loss = dict(gan_mode="lsgan", lambda_gan=1.0, lambda_l1=100.0, lambda_ssim=0.0,
+                     ssim_window=5, lambda_hist=0.0, lambda_rs=0.0, rs_criterion="l1",
+                     rs_weights=dict(ndvi=0.33, ndwi=0.33, evi=0.33))
+  config.optim = dict(lr=2e-4, b1=0.5, b2=0.999)
+  return config
+
+
+def synthetic_batch(batch: int, image: int) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(0)
+  return {"rgb": rng.uniform(0, 0.3, (batch, image, image, 3)).astype(np.float32),
+          "nir": rng.uniform(0, 0.5, (batch, image, image, 1)).astype(np.float32),
+          "lonlat": np.stack([rng.uniform(-180, 180, batch),
+                              rng.uniform(-60, 60, batch)], -1).astype(np.float32)}
+
+
+def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -> dict:
+  config = make_config(size, dtype, conv_impl)
+  image = SIZES[size]["image"]
+  nirgan = gan_step.NIRGAN.from_config(config)
+  mesh = mesh_lib.make_data_mesh()
+  g, d = gan_step.create_train_states(nirgan, jax.random.key(0, impl="rbg"), image, mesh)
+  satclip = gan_step.init_location_encoder(nirgan, jax.random.key(1, impl="rbg"))
+  data = mesh_lib.shard_batch(mesh, synthetic_batch(batch, image))
+  rng = jax.random.key(2, impl="rbg")
+  step = gan_step.make_train_step(nirgan, mesh)
+
+  start = time.perf_counter()
+  compiled = step.lower(g, d, satclip, data, rng).compile()
+  compile_s = time.perf_counter() - start
+  g, d, metrics = compiled(g, d, satclip, data, rng)  # warm-up
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    g, d, metrics = compiled(g, d, satclip, data, rng)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return {"size": size, "batch": batch, "dtype": dtype,
+          "conv_impl": layers.resolve_conv_impl(conv_impl), "compile_s": round(compile_s, 2),
+          "g_l1": round(float(metrics["g_l1"]), 5), **common.summary(times, batch)}
+
+
+def bench_torch(batch: int, repeats: int) -> dict:
+  import torch
+  from torch.nn import functional as F
+
+  sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+  import torch_reference
+
+  spec = SIZES["full"]
+  netG, netD = torch_reference.InjectGenerator(), torch_reference.PatchDiscriminator()
+  encoder = torch_reference.LocationEncoder().eval()
+  opt_g = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+  opt_d = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+  data = {k: torch.from_numpy(v) for k, v in synthetic_batch(batch, spec["image"]).items()}
+  rgb, nir = data["rgb"].permute(0, 3, 1, 2), data["nir"].permute(0, 3, 1, 2)
+  pad, size = spec["pad"], spec["image"]
+
+  def iteration():
+    with torch.no_grad():
+      embedding = encoder(data["lonlat"])
+    padded = F.pad(rgb, (pad,) * 4, mode="reflect")
+    # D step (Lightning optimizer 0): G forward, D on fake (detached) and real.
+    fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
+    pred_fake = netD(torch.cat([rgb, fake.detach()], 1))
+    pred_real = netD(torch.cat([rgb, nir], 1))
+    loss_d = F.mse_loss(pred_fake, torch.zeros_like(pred_fake)) + F.mse_loss(
+        pred_real, torch.ones_like(pred_real))
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+    # G step (optimizer 1): a second G forward, then the adversarial + 100 L1 loss.
+    fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
+    pred_fake = netD(torch.cat([rgb, fake], 1))
+    loss_g = F.mse_loss(pred_fake, torch.ones_like(pred_fake)) + 100 * F.l1_loss(fake, nir)
+    opt_g.zero_grad()
+    loss_g.backward()
+    opt_g.step()
+
+  iteration()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    iteration()
+    times.append(time.perf_counter() - start)
+  return {"size": "full", "batch": batch, "dtype": "float32", "framework": "torch",
+          "threads": torch.get_num_threads(), **common.summary(times, batch)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
+  parser.add_argument("--sizes", nargs="+", default=["full", "tiny"], choices=sorted(SIZES))
+  parser.add_argument("--conv_impl", default="auto", choices=layers.CONV_IMPLS)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
+  args = parser.parse_args()
+
+  results = [bench_jax(size, batch, dtype, args.conv_impl, args.repeats)
+             for size in args.sizes for batch in args.batch for dtype in args.dtype]
+  record = {"benchmark": "train_step", **common.environment(), "results": results}
+  if args.torch:
+    record["torch"] = [bench_torch(batch, args.repeats) for batch in args.batch]
+    ours = {r["batch"]: r["median_s"] for r in results
+            if r["size"] == "full" and r["dtype"] == "float32"}
+    record["speedup_vs_torch"] = {str(t["batch"]): round(t["median_s"] / ours[t["batch"]], 3)
+                                  for t in record["torch"] if t["batch"] in ours}
+  record["peak_rss_mb"] = round(common.peak_rss_mb(), 1)
+  common.emit(record)
+
+
+if __name__ == "__main__":
+  main()
