@@ -1,0 +1,120 @@
+"""Builds one NIR-GAN source as a TFDS ArrayRecord dataset.
+
+    python -m data_prep.build <source> --manual_dir RAW --data_dir OUT
+        [--config NAME] [--patch_size 256] [--stride N] [--max_invalid_share 0.05]
+
+Writes ``OUT/<source>/<config>/<version>/`` (readable with
+``tfds.data_source("<source>/<config>", data_dir=OUT)``) and, next to it,
+``build_report.json`` / ``build_report.txt``: examples per split and every skipped
+input with its reason. TFDS writes into a temporary directory and renames it at
+the end, so an interrupted build leaves nothing that opens as complete; re-running
+over a finished build reuses it (``--overwrite`` rebuilds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from data_prep.demo import Demo
+from data_prep.s2_100k import S2100k
+
+BUILDERS = {cls.name: cls for cls in (S2100k, Demo)}
+
+
+def make_config(builder_cls, name: str | None, patch_size: int | None, stride: int | None,
+                max_invalid_share: float | None, extra: dict | None = None):
+  """A named config of ``builder_cls`` with overrides; overrides get their own config name
+  (e.g. ``default_p512_s256``) so differently tiled builds never share a directory."""
+  configs = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
+  name = name or builder_cls.BUILDER_CONFIGS[0].name
+  if name not in configs:
+    raise ValueError(f"unknown config {name!r} for {builder_cls.name}; known: {sorted(configs)}")
+  config = configs[name]
+  changes, suffix = {}, ""
+  if patch_size is not None and patch_size != config.patch_size:
+    changes["patch_size"], suffix = patch_size, f"{suffix}_p{patch_size}"
+  if stride is not None and stride != config.patch_stride:
+    changes["stride"], suffix = stride, f"{suffix}_s{stride}"
+  if max_invalid_share is not None and max_invalid_share != config.max_invalid_share:
+    changes["max_invalid_share"] = max_invalid_share
+    suffix = f"{suffix}_inv{round(max_invalid_share * 1000)}"
+  for key, value in (extra or {}).items():
+    if getattr(config, key) != value:
+      changes[key], suffix = value, f"{suffix}_{key}{value}"
+  if not changes:
+    return config
+  return dataclasses.replace(config, name=config.name + suffix, **changes)
+
+
+def build(source: str, data_dir: str | Path, manual_dir: str | Path | None = None,
+          config: str | None = None, patch_size: int | None = None, stride: int | None = None,
+          max_invalid_share: float | None = None, overwrite: bool = False,
+          extra: dict | None = None):
+  """Builds ``source``; returns (builder, report dict or None if an existing build was reused)."""
+  if source not in BUILDERS:
+    raise ValueError(f"unknown source {source!r}; known: {sorted(BUILDERS)}")
+  cls = BUILDERS[source]
+  if cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    if manual_dir is None:
+      raise ValueError(f"{source} needs --manual_dir.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    manual_dir = Path(manual_dir)
+    if not manual_dir.is_dir() or not any(manual_dir.iterdir()):
+      raise FileNotFoundError(f"{manual_dir}: manual_dir does not exist or is empty.\n"
+                              f"{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  builder_config = make_config(cls, config, patch_size, stride, max_invalid_share, extra)
+  builder = cls(data_dir=str(data_dir), config=builder_config)
+  if builder.is_prepared() and not overwrite:
+    return builder, None
+  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(manual_dir) if manual_dir else None, download_mode=mode,
+      try_download_gcs=False))
+  builder.report.write(builder.data_dir)
+  return builder, builder.report.to_dict()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m data_prep.build",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("source", choices=sorted(BUILDERS))
+  parser.add_argument("--data_dir", required=True, help="TFDS data directory to write")
+  parser.add_argument("--manual_dir", help="local copy of the raw archive")
+  parser.add_argument("--config", help="builder config (default: the first)")
+  parser.add_argument("--patch_size", type=int, help="patch side in native pixels (default 256)")
+  parser.add_argument("--stride", type=int, help="tiling stride (default: the patch size)")
+  parser.add_argument("--max_invalid_share", type=float,
+                      help="skip patches with a larger nodata/NaN share (default 0.05)")
+  parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS and not args.manual_dir:
+    print(f"error: {args.source} needs --manual_dir.\n"
+          f"{BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS}", file=sys.stderr)
+    return 2
+  try:
+    builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
+                            args.patch_size, args.stride, args.max_invalid_share, args.overwrite)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  if report is None:
+    print(f"{builder.data_dir}: already built (pass --overwrite to rebuild)")
+    return 0
+  print(builder.report.to_text())
+  print(json.dumps(report))
+  print(f"wrote {builder.data_dir}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

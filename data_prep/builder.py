@@ -1,0 +1,156 @@
+"""The TFDS builder every source shares: discovery, tiling loop, validity, report.
+
+A source subclasses ``PatchBuilder`` and implements two methods:
+
+* ``_discover(manual_dir) -> list[SourceItem]``: the inputs (files, archive members)
+  with their split, found in the user's local copy of the raw archive;
+* ``_patches(item) -> Iterator[Patch | Skip]``: the patches of one input.
+
+Everything else (features, splits, progress, the nodata threshold, the skip report,
+unique keys) lives here. An input that raises ``SkipItem`` is recorded with its
+reason and the build goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tqdm import tqdm
+
+from data_prep import contract
+from data_prep.raster import SkipItem
+from data_prep.report import BuildReport
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceItem:
+  """One input of a build: a file or archive member, its split and what discovery knows."""
+
+  source: str
+  split: str
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Patch:
+  """One example before encoding: reflectance as float (bands last) plus metadata."""
+
+  rgb: np.ndarray  # (P, P, 3) float reflectance (NaN allowed where invalid)
+  nir: np.ndarray  # (P, P, 1)
+  lon: float
+  lat: float
+  gsd_m: float
+  sensor: str
+  source_id: str
+  date: str = ""
+  invalid_share: float = 0.0  # share of nodata/NaN pixels in the window
+
+  def to_example(self) -> dict[str, Any]:
+    return {
+        "rgb": contract.to_stored_reflectance(np.nan_to_num(self.rgb, nan=0.0)),
+        "nir": contract.to_stored_reflectance(np.nan_to_num(self.nir, nan=0.0)),
+        "lon": np.float64(self.lon),
+        "lat": np.float64(self.lat),
+        "gsd_m": np.float32(self.gsd_m),
+        "sensor": self.sensor,
+        "source_id": self.source_id,
+        "date": self.date,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+  """A patch (not a whole input) left out, and why."""
+
+  source_id: str
+  reason: str
+
+
+@dataclasses.dataclass(kw_only=True)
+class PatchBuilderConfig(tfds.core.BuilderConfig):
+  patch_size: int = 256
+  stride: int | None = None  # default: patch_size (no overlap)
+  max_invalid_share: float = 0.05  # patches with more nodata/NaN pixels are skipped
+
+  @property
+  def patch_stride(self) -> int:
+    return self.stride or self.patch_size
+
+
+class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of the NIR-GAN source builders (array_record, contract features, skip report)."""
+
+  DESCRIPTION = ""
+  CITATION = ""
+  LICENSE = ""
+  HOMEPAGE = ""
+
+  def __init__(self, **kwargs):
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(**kwargs)
+    self.report = BuildReport(self.name)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.DESCRIPTION,
+        features=contract.features(self.builder_config.patch_size),
+        homepage=self.HOMEPAGE or None,
+        citation=self.CITATION or None,
+        license=self.LICENSE or None,
+    )
+
+  def _split_generators(self, dl_manager):
+    # TFDS itself refuses a missing or empty manual_dir before we get here.
+    manual_dir = Path(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS else None
+    items = self._discover(manual_dir)
+    by_split: dict[str, list[SourceItem]] = {}
+    for item in items:
+      by_split.setdefault(item.split, []).append(item)
+    generators = {}
+    for split, split_items in sorted(by_split.items()):
+      # TFDS refuses an empty split; find out now whether this one has any valid example
+      # (reading only up to the first one) and leave it out, reported, if not.
+      examples = self._generate_examples(split, split_items)
+      first = next(examples, None)
+      if first is None:
+        self.report.add_note(f"split {split!r} left out: all its {len(split_items)} inputs "
+                             f"were skipped")
+        continue
+      generators[split] = itertools.chain([first], examples)
+    if not generators:
+      raise FileNotFoundError(f"{manual_dir}: no usable {self.name} inputs found "
+                              f"({len(items)} listed, all skipped).\n"
+                              f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS or ''}")
+    return generators
+
+  def _generate_examples(self, split: str, items: list[SourceItem]):
+    for item in tqdm(items, desc=f"{self.name} {split}", unit="file", leave=False):
+      try:
+        # Read the whole input first, so that a file failing half-way adds no patches.
+        patches = list(self._patches(item))
+      except SkipItem as e:
+        self.report.add_skipped(item.source, e.reason, split)
+        continue
+      for patch in patches:
+        if isinstance(patch, Skip):
+          self.report.add_skipped(patch.source_id, patch.reason, split)
+        elif patch.invalid_share > self.builder_config.max_invalid_share:
+          self.report.add_skipped(
+              patch.source_id, f"nodata/NaN share {patch.invalid_share:.1%} exceeds "
+              f"{self.builder_config.max_invalid_share:.1%}", split)
+        else:
+          self.report.add_written(split)
+          yield patch.source_id, patch.to_example()
+
+  def _discover(self, manual_dir: Path | None) -> list[SourceItem]:
+    raise NotImplementedError
+
+  def _patches(self, item: SourceItem) -> Iterator[Patch | Skip]:
+    raise NotImplementedError

@@ -1,0 +1,90 @@
+"""Fixture writers: small copies of the raw archives in their exact on-disk layouts
+(DATA_FORMATS.md), each with known pixel values, known centres and broken files."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rasterio.transform import from_origin
+
+
+@dataclasses.dataclass
+class S2Fixture:
+  root: Path
+  good: dict[str, np.ndarray]  # file name -> (12, H, W) uint16 DN
+  origins: dict[str, tuple[float, float]]  # file name -> UTM (x, y) of the top-left corner
+  crs: str
+  broken: dict[str, str]  # file name -> what is wrong with it
+
+
+def s2_dn(seed: int, size: int) -> np.ndarray:
+  """12 bands of distinct, recognisable DN: band b has values in [1000 b, 1000 b + 999]."""
+  rng = np.random.default_rng(seed)
+  bands = [1000 * b + rng.integers(0, 1000, (size, size)) for b in range(1, 13)]
+  return np.stack(bands).astype(np.uint16)
+
+
+def write_geotiff(path: Path, data: np.ndarray, crs: str | None, transform,
+                  nodata=None, **profile) -> None:
+  count, height, width = data.shape
+  with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
+                     dtype=data.dtype, crs=crs, transform=transform, nodata=nodata,
+                     **profile) as dst:
+    dst.write(data)
+
+
+def utm_to_lonlat(crs: str, x: float, y: float) -> tuple[float, float]:
+  """Reference projection (pyproj, always_xy), independent of the converters' rasterio code."""
+  lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+  return float(lon), float(lat)
+
+
+def write_s2_100k(root: Path, size: int = 32) -> S2Fixture:
+  """S2-100K layout: index.csv (fn, lon, lat) + images/patch_<N>.tif, 12-band uint16, UTM 10 m,
+  tiled LZW; plus a truncated file, a 4-band file, a half-nodata file and a missing file."""
+  images = root / "images"
+  images.mkdir(parents=True)
+  crs = "EPSG:32633"
+  good, origins, broken, rows = {}, {}, {}, []
+  profile = dict(tiled=True, blockxsize=16, blockysize=16, compress="lzw")
+
+  def add(name, data, origin, **extra):
+    write_geotiff(images / name, data, crs, from_origin(*origin, 10.0, 10.0), **profile, **extra)
+    centre = (origin[0] + size * 5.0, origin[1] - size * 5.0)
+    rows.append((name, *utm_to_lonlat(crs, *centre)))
+
+  for i in range(2):
+    name = f"patch_{i}.tif"
+    origins[name] = (400_000.0 + 20_000 * i, 5_800_000.0 - 30_000 * i)
+    good[name] = s2_dn(i, size)
+    add(name, good[name], origins[name])
+
+  truncated = "patch_2.tif"
+  add(truncated, s2_dn(2, size), (450_000.0, 5_750_000.0))
+  data = (images / truncated).read_bytes()
+  (images / truncated).write_bytes(data[: len(data) // 2])
+  broken[truncated] = "truncated"
+
+  four_bands = "patch_3.tif"
+  add(four_bands, s2_dn(3, size)[:4], (460_000.0, 5_740_000.0))
+  broken[four_bands] = "has 4 bands"
+
+  nodata = "patch_4.tif"
+  holes = s2_dn(4, size)
+  holes[:, : size // 2, :] = 0  # Sentinel-2 no-data value
+  add(nodata, holes, (470_000.0, 5_730_000.0))
+  broken[nodata] = "nodata"
+
+  rows.append(("patch_5.tif", 15.0, 52.0))  # listed, never written
+  broken["patch_5.tif"] = "missing"
+
+  with (root / "index.csv").open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["fn", "lon", "lat"])
+    writer.writerows(rows)
+  return S2Fixture(root, good, origins, crs, broken)

@@ -1,0 +1,194 @@
+"""data_prep builders: fixtures in the real layouts -> ArrayRecord -> tfds.data_source."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import tensorflow_datasets as tfds
+
+from data_prep import build, contract, splits
+from data_prep.demo import demo_patch
+from data_prep.report import REPORT_JSON, REPORT_TEXT
+
+import data_fixtures
+from conftest import REPO, SHARED_DATA
+
+S2_SAMPLE = SHARED_DATA / "s2_100k_sample"
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_split(data_dir, name, split):
+  source = tfds.data_source(name, split=split, data_dir=str(data_dir), download=False)
+  return [source[i] for i in range(len(source))]
+
+
+def _read_all(builder):
+  name = f"{builder.name}/{builder.builder_config.name}"
+  data_dir = Path(builder.data_dir).parents[2]
+  return {split: _read_split(data_dir, name, split) for split in builder.info.splits}
+
+
+def test_location_split_is_deterministic_and_groups_places():
+  assert splits.location_split(13.40, 52.50) == splits.location_split(13.40, 52.50)
+  assert splits.location_split(13.401, 52.501) == splits.location_split(13.402, 52.502)
+  rng = np.random.default_rng(0)
+  counts = {s: 0 for s in splits.SPLITS}
+  for lon, lat in zip(rng.uniform(-180, 180, 4000), rng.uniform(-60, 70, 4000), strict=True):
+    counts[splits.location_split(lon, lat)] += 1
+  assert counts["train"] / 4000 == pytest.approx(0.8, abs=0.03)
+  assert counts["validation"] / 4000 == pytest.approx(0.1, abs=0.02)
+  with pytest.raises(ValueError, match="non-finite"):
+    splits.location_split(float("nan"), 0.0)
+
+
+def test_s2_100k_fixture_builds_with_values_centres_splits_and_report(tmp_path):
+  fixture = data_fixtures.write_s2_100k(tmp_path / "raw", size=32)
+  builder, report = build.build("s2_100k", tmp_path / "tfds", fixture.root, patch_size=16)
+  assert builder.builder_config.name == "default_p16"
+  examples = _read_all(builder)
+
+  by_id = {_text(ex["source_id"]): (split, ex) for split, exs in examples.items() for ex in exs}
+  # 2 good files x 4 windows of 16 px, plus the valid bottom half of the nodata file.
+  assert set(by_id) == {f"{name}:{row},{col}" for name in fixture.good
+                        for row in (0, 16) for col in (0, 16)} | {
+                            "patch_4.tif:16,0", "patch_4.tif:16,16"}
+  for name, dn in fixture.good.items():
+    file_splits = set()
+    for row in (0, 16):
+      for col in (0, 16):
+        split, ex = by_id[f"{name}:{row},{col}"]
+        file_splits.add(split)
+        assert ex["rgb"].shape == (16, 16, 3) and ex["rgb"].dtype == np.uint16
+        assert ex["nir"].shape == (16, 16, 1) and ex["nir"].dtype == np.uint16
+        window = dn[:, row:row + 16, col:col + 16]
+        # RGB = B04, B03, B02 and NIR = B08 (1-based), stored as DN (reflectance x 10000).
+        np.testing.assert_array_equal(ex["rgb"], window[[3, 2, 1]].transpose(1, 2, 0))
+        np.testing.assert_array_equal(ex["nir"][..., 0], window[7])
+        x0, y0 = fixture.origins[name]
+        lon, lat = data_fixtures.utm_to_lonlat(fixture.crs, x0 + (col + 8) * 10.0,
+                                               y0 - (row + 8) * 10.0)
+        assert ex["lon"] == pytest.approx(lon, abs=1e-7)
+        assert ex["lat"] == pytest.approx(lat, abs=1e-7)
+        assert _text(ex["sensor"]) == "sentinel2" and _text(ex["date"]) == ""
+        assert ex["gsd_m"] == pytest.approx(10.0)
+    assert len(file_splits) == 1  # one place, one split
+
+  assert report["total_written"] == 10
+  reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
+  assert reasons["patch_2.tif"].startswith(("unreadable pixels", "not a readable raster"))
+  assert reasons["patch_3.tif"] == "has 4 bands, expected 12"
+  for window in ("0,0", "0,16"):  # the top half of patch_4 is Sentinel-2 no-data (DN 0)
+    assert reasons[f"patch_4.tif:{window}"] == "nodata/NaN share 100.0% exceeds 5.0%"
+  assert reasons["patch_5.tif"] == "listed in index.csv but missing"
+  assert len(reasons) == 5
+  saved = json.loads((Path(builder.data_dir) / REPORT_JSON).read_text())
+  assert saved == json.loads(json.dumps(report))
+  assert "patch_3.tif: has 4 bands" in (Path(builder.data_dir) / REPORT_TEXT).read_text()
+
+
+def test_s2_100k_boa_offset_config(tmp_path):
+  fixture = data_fixtures.write_s2_100k(tmp_path / "raw", size=32)
+  builder, _ = build.build("s2_100k", tmp_path / "tfds", fixture.root, config="boa_offset",
+                           patch_size=32)
+  ex = next(ex for exs in _read_all(builder).values() for ex in exs
+            if _text(ex["source_id"]).startswith("patch_0.tif"))
+  np.testing.assert_array_equal(ex["nir"][..., 0], fixture.good["patch_0.tif"][7] - 1000)
+
+
+def test_real_s2_100k_sample_converts_exactly(tmp_path):
+  builder, report = build.build("s2_100k", tmp_path / "tfds", S2_SAMPLE)
+  assert report["total_written"] == 3 and report["total_skipped"] == 0
+  with (S2_SAMPLE / "index.csv").open() as f:
+    index = {row["fn"]: (float(row["lon"]), float(row["lat"])) for row in csv.DictReader(f)}
+  examples = [ex for exs in _read_all(builder).values() for ex in exs]
+  assert len(examples) == 3
+  for ex in examples:
+    name = _text(ex["source_id"]).split(":")[0]
+    with rasterio.open(S2_SAMPLE / "images" / name) as src:
+      bands = src.read([4, 3, 2, 8])
+    np.testing.assert_array_equal(ex["rgb"], bands[:3].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], bands[3])
+    assert ex["lon"] == pytest.approx(index[name][0], abs=1e-4)
+    assert ex["lat"] == pytest.approx(index[name][1], abs=1e-4)
+
+
+def test_demo_dataset_is_plausible_and_deterministic(tmp_path):
+  builder, report = build.build("nirgan_demo", tmp_path / "tfds", config="small")
+  examples = [ex for exs in _read_all(builder).values() for ex in exs]
+  assert report["total_written"] == len(examples) == 40
+  assert set(builder.info.splits) == {"train", "validation", "test"}
+  sensors = {_text(ex["sensor"]) for ex in examples}
+  assert sensors == {"landsat8", "sentinel2", "spot6", "naip"}
+  for ex in examples:
+    assert ex["rgb"].shape == (64, 64, 3) and ex["nir"].dtype == np.uint16
+    assert -180 <= ex["lon"] <= 180 and -90 <= ex["lat"] <= 90
+  # Vegetation: dense crops and forest have high NDVI, water negative.
+  patch = demo_patch(0, 0, 64)
+  again = demo_patch(0, 0, 64)
+  np.testing.assert_array_equal(patch.rgb, again.rgb)
+  red, nir = patch.rgb[..., 0], patch.nir[..., 0]
+  ndvi = (nir - red) / (nir + red)
+  assert np.percentile(ndvi, 90) > 0.6 and ndvi.min() < 0
+  assert patch.rgb.min() >= 0 and patch.nir.max() <= 1
+
+
+def test_rebuild_is_safe_and_reuses(tmp_path, capsys):
+  args = ["nirgan_demo", "--config", "small", "--data_dir", str(tmp_path / "tfds")]
+  assert build.main(args) == 0
+  first = capsys.readouterr().out
+  assert '"total_written": 40' in first
+  assert build.main(args) == 0
+  assert "already built" in capsys.readouterr().out
+  assert build.main(args + ["--overwrite"]) == 0
+  assert '"total_written": 40' in capsys.readouterr().out
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+  assert build.main(["s2_100k", "--data_dir", str(tmp_path)]) == 2
+  assert "needs --manual_dir" in capsys.readouterr().err
+  assert build.main(["s2_100k", "--data_dir", str(tmp_path / "o"),
+                     "--manual_dir", str(tmp_path / "absent")]) == 1
+  assert "absent" in capsys.readouterr().err
+  (tmp_path / "raw").mkdir()
+  (tmp_path / "raw" / "README").write_text("not the archive")
+  assert build.main(["s2_100k", "--data_dir", str(tmp_path / "o"),
+                     "--manual_dir", str(tmp_path / "raw")]) == 1
+  assert "index.csv: missing" in capsys.readouterr().err
+
+
+def test_killed_build_leaves_nothing_that_opens(tmp_path):
+  """TFDS writes into an ``incomplete.*`` directory and renames it only at the end."""
+  data_dir = tmp_path / "tfds"
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen([sys.executable, "-m", "data_prep.build", "nirgan_demo",
+                           "--data_dir", str(data_dir)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and not list(data_dir.glob("nirgan_demo/default/incomplete*")):
+    time.sleep(0.2)
+  assert list(data_dir.glob("nirgan_demo/default/incomplete*")), "build never started writing"
+  time.sleep(2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (data_dir / "nirgan_demo" / "default" / "1.0.0").exists()
+  with pytest.raises(KeyError, match="has not been generated"):
+    tfds.data_source("nirgan_demo/default", split="train", data_dir=str(data_dir),
+                     download=False)
+
+
+def test_stored_reflectance_rounds_and_clips():
+  values = np.array([-0.01, 0.0, 0.12345, 1.0, 7.0])
+  np.testing.assert_array_equal(contract.to_stored_reflectance(values),
+                                [0, 0, 1234, 10000, 65535])
+  assert contract.sensor_id("sentinel2") == 1
