@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from data_prep import contract
+from data_prep import contract, raster
 from data_prep.raster import SkipItem
 from data_prep.report import BuildReport
 
@@ -148,6 +148,37 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         else:
           self.report.add_written(split)
           yield patch.source_id, patch.to_example()
+
+  def _tile_raster(self, path: Path, layout: raster.BandLayout, to_reflectance, sensor: str,
+                   default_nodata: float | None = None, date: str = "",
+                   lonlat: tuple[float, float] | None = None,
+                   gsd_m: float | None = None, source_name: str | None = None,
+                   invalid=None) -> Iterator[Patch]:
+    """Patches of one raster: RGBN bands per ``layout``, reflectance from
+    ``to_reflectance(dn_float64)``, centres from the raster's CRS and transform (or the
+    fixed ``lonlat`` of an unreferenced raster, with its ``gsd_m``). ``invalid(dn)`` may
+    flag source-specific no-data pixels beyond NaN and the nodata value. Patch ids are
+    ``<source_name or file name>:<row>,<col>``."""
+    cfg = self.builder_config
+    with raster.open_raster(path) as src:
+      raster.check_band_count(src, layout)
+      gsd = gsd_m if gsd_m is not None else raster.ground_sampling_distance(src)
+      nodata = src.nodata if src.nodata is not None else default_nodata
+      windows = list(raster.tile_windows(src.height, src.width, cfg.patch_size,
+                                         cfg.patch_stride))
+      if not windows:
+        raise SkipItem(f"{src.width}x{src.height} px is smaller than the patch "
+                       f"({cfg.patch_size} px)")
+      for window in windows:
+        dn = raster.read_bands(src, layout.indexes, window)
+        reflectance = to_reflectance(dn.astype(np.float64))
+        lon, lat = lonlat if lonlat is not None else raster.window_centre_lonlat(src, window)
+        extra_invalid = invalid(dn) if invalid is not None else None
+        yield Patch(rgb=reflectance[:3].transpose(1, 2, 0),
+                    nir=reflectance[3:].transpose(1, 2, 0),
+                    lon=lon, lat=lat, gsd_m=gsd, sensor=sensor, date=date,
+                    source_id=f"{source_name or path.name}:{window.row_off},{window.col_off}",
+                    invalid_share=raster.invalid_share(dn, nodata, extra_invalid))
 
   def _discover(self, manual_dir: Path | None) -> list[SourceItem]:
     raise NotImplementedError

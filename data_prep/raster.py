@@ -63,9 +63,10 @@ def read_bands(src, indexes: list[int], window: Window | None = None) -> np.ndar
     raise SkipItem(f"unreadable pixels ({_first_line(e)})") from e
 
 
-def invalid_share(bands: np.ndarray, nodata: float | None) -> float:
-  """Share of pixels where any band is NaN or equals ``nodata``."""
-  invalid = np.zeros(bands.shape[1:], bool)
+def invalid_share(bands: np.ndarray, nodata: float | None,
+                  extra_invalid: np.ndarray | None = None) -> float:
+  """Share of pixels where any band is NaN or equals ``nodata`` (or ``extra_invalid``)."""
+  invalid = np.zeros(bands.shape[1:], bool) if extra_invalid is None else extra_invalid.copy()
   if np.issubdtype(bands.dtype, np.floating):
     invalid |= np.isnan(bands).any(axis=0)
   if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):

@@ -20,11 +20,10 @@ import csv
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import raster, splits
-from data_prep.builder import Patch, PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import SkipItem
 
 L2A_BANDS = raster.BandLayout(red=4, green=3, blue=2, nir=8, count=12)
@@ -87,23 +86,6 @@ class S2100k(PatchBuilder):
     path = Path(item.source)
     if not path.is_file():
       raise SkipItem("listed in index.csv but missing")
-    cfg = self.builder_config
-    with raster.open_raster(path) as src:
-      raster.check_band_count(src, L2A_BANDS)
-      gsd = raster.ground_sampling_distance(src)
-      windows = list(raster.tile_windows(src.height, src.width, cfg.patch_size,
-                                         cfg.patch_stride))
-      if not windows:
-        raise SkipItem(f"{src.width}x{src.height} px is smaller than the patch "
-                       f"({cfg.patch_size} px)")
-      for window in windows:
-        dn = raster.read_bands(src, L2A_BANDS.indexes, window)
-        nodata = src.nodata if src.nodata is not None else S2_NODATA
-        reflectance = (dn.astype(np.float32) - cfg.boa_offset) / 10000.0
-        lon, lat = raster.window_centre_lonlat(src, window)
-        yield Patch(
-            rgb=reflectance[:3].transpose(1, 2, 0),
-            nir=reflectance[3:].transpose(1, 2, 0),
-            lon=lon, lat=lat, gsd_m=gsd, sensor="sentinel2",
-            source_id=f"{path.name}:{window.row_off},{window.col_off}",
-            invalid_share=raster.invalid_share(dn, nodata))
+    offset = self.builder_config.boa_offset
+    yield from self._tile_raster(path, L2A_BANDS, lambda dn: (dn - offset) / 10000.0,
+                                 sensor="sentinel2", default_nodata=S2_NODATA)

@@ -88,3 +88,69 @@ def write_s2_100k(root: Path, size: int = 32) -> S2Fixture:
     writer.writerow(["fn", "lon", "lat"])
     writer.writerows(rows)
   return S2Fixture(root, good, origins, crs, broken)
+
+
+@dataclasses.dataclass
+class LandsatFixture:
+  root: Path
+  good: dict[str, np.ndarray]  # source name (relative) -> (C, H, W) array as written
+  centres: dict[str, tuple[float, float]]  # source name -> (lon, lat) of the raster centre
+  broken: dict[str, str]
+
+
+def write_landsat_rgbn(root: Path, size: int = 32) -> LandsatFixture:
+  """NIR-GAN's Landsat export: any *.tif (sub-folders too), 4-band RGBN float32 TOA, UTM 30 m;
+  plus a 3-band file, a file that is not a raster and a file that is half NaN."""
+  crs = "EPSG:32618"
+  rng = np.random.default_rng(7)
+  good, centres, broken = {}, {}, {}
+  (root / "batch_2").mkdir(parents=True)
+
+  def write(name, data, origin):
+    write_geotiff(root / name, data, crs, from_origin(*origin, 30.0, 30.0))
+    centres[name] = utm_to_lonlat(crs, origin[0] + size * 15.0, origin[1] - size * 15.0)
+
+  for i, name in enumerate(["l8_0_17.tif", "batch_2/l8_1_4.tif"]):
+    data = np.stack([rng.uniform(0.02, 0.12, (size, size)), rng.uniform(0.03, 0.13, (size, size)),
+                     rng.uniform(0.01, 0.10, (size, size)), rng.uniform(0.15, 0.45, (size, size))])
+    good[name] = data.astype(np.float32)
+    write(name, good[name], (500_000.0 + 40_000 * i, 4_500_000.0))
+  write("three_bands.tif", good["l8_0_17.tif"][:3], (560_000.0, 4_400_000.0))
+  broken["three_bands.tif"] = "has 3 bands"
+  (root / "not_a_raster.tif").write_bytes(b"II*\x00garbage" * 10)
+  broken["not_a_raster.tif"] = "not a readable raster"
+  half_nan = good["l8_0_17.tif"].copy()
+  half_nan[:, :, : size // 2] = np.nan
+  write("half_nan.tif", half_nan, (580_000.0, 4_300_000.0))
+  broken["half_nan.tif"] = "NaN"
+  return LandsatFixture(root, good, centres, broken)
+
+
+def write_ssl4eo_l(root: Path, kind: str = "toa", size: int = 32) -> LandsatFixture:
+  """SSL4EO-L: ssl4eo_l_oli_tirs_toa/<7-digit location>/<scene id>/all_bands.tif, 11 (TOA) or 7
+  (SR) bands uint8, UTM 30 m; two seasons at one location; an all-zero scene; a scene with the
+  wrong band count."""
+  folder, count = ("ssl4eo_l_oli_tirs_toa", 11) if kind == "toa" else ("ssl4eo_l_oli_sr", 7)
+  crs = "EPSG:32611"
+  rng = np.random.default_rng(11)
+  good, centres, broken = {}, {}, {}
+
+  def write(location, scene, data, origin):
+    path = root / folder / location / scene / "all_bands.tif"
+    path.parent.mkdir(parents=True)
+    write_geotiff(path, data, crs, from_origin(*origin, 30.0, 30.0), compress="lzw", predictor=2)
+    name = f"{location}/{scene}"
+    centres[name] = utm_to_lonlat(crs, origin[0] + size * 15.0, origin[1] - size * 15.0)
+    return name
+
+  scenes = [("0000000", "LC08_045030_20190814", (400_000.0, 4_000_000.0)),
+            ("0000001", "LC08_046031_20220301", (300_000.0, 3_900_000.0)),
+            ("0000001", "LC08_046031_20220705", (300_000.0, 3_900_000.0))]
+  for location, scene, origin in scenes:
+    data = rng.integers(1, 256, (count, size, size)).astype(np.uint8)
+    good[write(location, scene, data, origin)] = data
+  broken[write("0000002", "LC08_047032_20220101", np.zeros((count, size, size), np.uint8),
+               (200_000.0, 3_800_000.0))] = "nodata"
+  broken[write("0000003", "LC08_048033_20220202", np.ones((count - 2, size, size), np.uint8),
+               (250_000.0, 3_700_000.0))] = f"has {count - 2} bands"
+  return LandsatFixture(root, good, centres, broken)

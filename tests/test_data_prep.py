@@ -192,3 +192,53 @@ def test_stored_reflectance_rounds_and_clips():
   np.testing.assert_array_equal(contract.to_stored_reflectance(values),
                                 [0, 0, 1234, 10000, 65535])
   assert contract.sensor_id("sentinel2") == 1
+
+
+def _by_source(builder):
+  """source file -> list of (split, example), over all splits."""
+  out = {}
+  for split, exs in _read_all(builder).items():
+    for ex in exs:
+      out.setdefault(_text(ex["source_id"]).rsplit(":", 1)[0], []).append((split, ex))
+  return out
+
+
+def test_landsat8_rgbn_toa_folder(tmp_path):
+  fixture = data_fixtures.write_landsat_rgbn(tmp_path / "raw")
+  builder, report = build.build("landsat8", tmp_path / "tfds", fixture.root, patch_size=32)
+  found = _by_source(builder)
+  assert set(found) == set(fixture.good)
+  for name, data in fixture.good.items():
+    (_, ex), = found[name]
+    expected = np.rint(data.astype(np.float64) * 10000)
+    np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
+    assert (ex["lon"], ex["lat"]) == pytest.approx(fixture.centres[name], abs=1e-7)
+    assert ex["gsd_m"] == pytest.approx(30.0) and _text(ex["sensor"]) == "landsat8"
+  reasons = {Path(s["source"]).name.split(":")[0]: s["reason"] for s in report["skipped"]}
+  assert reasons["three_bands.tif"] == "has 3 bands, expected 4"
+  assert reasons["not_a_raster.tif"].startswith("not a readable raster")
+  assert reasons["half_nan.tif"] == "nodata/NaN share 50.0% exceeds 5.0%"
+
+
+@pytest.mark.parametrize("kind,top", [("toa", 0.4), ("sr", 0.3)])
+def test_landsat8_ssl4eo_l(tmp_path, kind, top):
+  fixture = data_fixtures.write_ssl4eo_l(tmp_path / "raw", kind)
+  builder, report = build.build("landsat8", tmp_path / "tfds", fixture.root,
+                                config=f"ssl4eo_{kind}", patch_size=16)
+  found = _by_source(builder)
+  assert set(found) == set(fixture.good)
+  for name, u8 in fixture.good.items():
+    assert len(found[name]) == 4
+    split, ex = next((s, e) for s, e in found[name] if _text(e["source_id"]).endswith(":0,0"))
+    expected = np.rint(u8[[3, 2, 1, 4], :16, :16] / 256.0 * top * 10000).astype(np.uint16)
+    np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
+    assert _text(ex["date"]) == f"{name[-8:-4]}-{name[-4:-2]}-{name[-2:]}"
+  seasons = {split for name in fixture.good if name.startswith("0000001")
+             for split, _ in found[name]}
+  assert len(seasons) == 1  # both seasons of a location in one split
+  reasons = {s["source"]: s["reason"] for s in report["skipped"]}
+  assert any("nodata/NaN share 100.0%" in r for s, r in reasons.items() if "0000002" in s)
+  count = 11 if kind == "toa" else 7
+  assert any(r == f"has {count - 2} bands, expected {count}" for r in reasons.values())
