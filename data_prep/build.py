@@ -24,8 +24,9 @@ import tensorflow_datasets as tfds
 from data_prep.demo import Demo
 from data_prep.landsat8 import Landsat8
 from data_prep.s2_100k import S2100k
+from data_prep.worldstrat import WorldStrat
 
-BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k)}
+BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, WorldStrat)}
 
 
 def make_config(builder_cls, name: str | None, patch_size: int | None, stride: int | None,

@@ -151,12 +151,11 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _tile_raster(self, path: Path, layout: raster.BandLayout, to_reflectance, sensor: str,
                    default_nodata: float | None = None, date: str = "",
-                   lonlat: tuple[float, float] | None = None,
-                   gsd_m: float | None = None, source_name: str | None = None,
+                   locate=None, gsd_m: float | None = None, source_name: str | None = None,
                    invalid=None) -> Iterator[Patch]:
     """Patches of one raster: RGBN bands per ``layout``, reflectance from
-    ``to_reflectance(dn_float64)``, centres from the raster's CRS and transform (or the
-    fixed ``lonlat`` of an unreferenced raster, with its ``gsd_m``). ``invalid(dn)`` may
+    ``to_reflectance(dn_float64)``, centres from the raster's CRS and transform (for an
+    unreferenced raster: ``locate(window) -> (lon, lat)``, with its ``gsd_m``). ``invalid(dn)`` may
     flag source-specific no-data pixels beyond NaN and the nodata value. Patch ids are
     ``<source_name or file name>:<row>,<col>``."""
     cfg = self.builder_config
@@ -172,7 +171,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       for window in windows:
         dn = raster.read_bands(src, layout.indexes, window)
         reflectance = to_reflectance(dn.astype(np.float64))
-        lon, lat = lonlat if lonlat is not None else raster.window_centre_lonlat(src, window)
+        lon, lat = locate(window) if locate else raster.window_centre_lonlat(src, window)
         extra_invalid = invalid(dn) if invalid is not None else None
         yield Patch(rgb=reflectance[:3].transpose(1, 2, 0),
                     nir=reflectance[3:].transpose(1, 2, 0),

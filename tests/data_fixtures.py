@@ -154,3 +154,73 @@ def write_ssl4eo_l(root: Path, kind: str = "toa", size: int = 32) -> LandsatFixt
   broken[write("0000003", "LC08_048033_20220202", np.ones((count - 2, size, size), np.uint8),
                (250_000.0, 3_700_000.0))] = f"has {count - 2} bands"
   return LandsatFixture(root, good, centres, broken)
+
+
+@dataclasses.dataclass
+class WorldStratFixture:
+  root: Path
+  hr: dict[str, np.ndarray]  # AOI -> (4, H, W) uint16 _ps DN
+  lr: dict[str, np.ndarray]  # "<AOI>/<file>" -> (12, h, w) float32 L2A reflectance
+  lr_transforms: dict[str, object]
+  aoi_lonlat: dict[str, tuple[float, float]]
+  broken: dict[str, str]
+
+
+def write_worldstrat(root: Path, hr_size: int = 64, lr_size: int = 9) -> WorldStratFixture:
+  """WorldStrat: metadata.csv (unnamed AOI column, a row per revisit), split csv, hr_dataset/<AOI>/
+  <AOI>_ps.tiff (4-band uint16 12-bit, identity transform) with _pan/_rgbn siblings,
+  lr_dataset/<AOI>/L2A/<AOI>-<n>-L2A_data.tiff (12-band float32, EPSG:4326); broken: an AOI
+  missing from metadata.csv, a truncated L2A file, an L1C-like 13-band file in L2A/."""
+  rng = np.random.default_rng(3)
+  aois = {"Landcover-773616": (92.40, 20.80, "train"), "Amnesty POI-20-2-2": (-3.70, 40.42, "val")}
+  hr, lr, lr_transforms, lonlat, broken = {}, {}, {}, {}, {}
+  meta_rows = []
+  for aoi, (lon, lat, _) in aois.items():
+    lonlat[aoi] = (lon, lat)
+    hr_dir = root / "hr_dataset" / aoi
+    hr_dir.mkdir(parents=True)
+    hr[aoi] = rng.integers(0, 4096, (4, hr_size, hr_size)).astype(np.uint16)
+    write_geotiff(hr_dir / f"{aoi}_ps.tiff", hr[aoi], "EPSG:4326", rasterio.Affine.identity())
+    write_geotiff(hr_dir / f"{aoi}_pan.tiff", hr[aoi][:1], "EPSG:4326", rasterio.Affine.identity())
+    write_geotiff(hr_dir / f"{aoi}_rgbn.tiff", hr[aoi][:, ::4, ::4], "EPSG:4326",
+                  rasterio.Affine.identity())
+    lr_dir = root / "lr_dataset" / aoi / "L2A"
+    lr_dir.mkdir(parents=True)
+    for n in (1, 2):
+      name = f"{aoi}-{n}-L2A_data.tiff"
+      transform = from_origin(lon - 4.5 * 9.5e-5, lat + 4.5 * 9.1e-5, 9.5e-5, 9.1e-5)
+      data = rng.uniform(0.0, 0.6, (12, lr_size, lr_size)).astype(np.float32)
+      write_geotiff(lr_dir / name, data, "EPSG:4326", transform)
+      lr[f"{aoi}/{name}"], lr_transforms[f"{aoi}/{name}"] = data, transform
+      meta_rows.append((aoi, n, lon, lat, f"2019-0{n}-15", "2019-06-01", 0.05))
+
+  # Broken inputs.
+  orphan = root / "hr_dataset" / "Orphan-1"
+  orphan.mkdir()
+  write_geotiff(orphan / "Orphan-1_ps.tiff", hr["Landcover-773616"], "EPSG:4326",
+                rasterio.Affine.identity())
+  broken["Orphan-1_ps.tiff"] = "no coordinates"
+  aoi = "Landcover-773616"
+  lr_dir = root / "lr_dataset" / aoi / "L2A"
+  truncated = lr_dir / f"{aoi}-3-L2A_data.tiff"
+  write_geotiff(truncated, lr[f"{aoi}/{aoi}-1-L2A_data.tiff"], "EPSG:4326",
+                lr_transforms[f"{aoi}/{aoi}-1-L2A_data.tiff"])
+  truncated.write_bytes(truncated.read_bytes()[:600])
+  broken[truncated.name] = "truncated"
+  thirteen = lr_dir / f"{aoi}-4-L2A_data.tiff"
+  write_geotiff(thirteen, np.zeros((13, lr_size, lr_size), np.float32) + 0.1, "EPSG:4326",
+                lr_transforms[f"{aoi}/{aoi}-1-L2A_data.tiff"])
+  broken[thirteen.name] = "has 13 bands"
+  for n in (3, 4):
+    meta_rows.append((aoi, n, 92.40, 20.80, "2019-09-15", "2019-06-01", 0.1))
+
+  with (root / "metadata.csv").open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["", "n", "lon", "lat", "lowres_date", "highres_date", "cloud_cover"])
+    writer.writerows(meta_rows)
+  with (root / "stratified_train_val_test_split.csv").open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["", "tile", "IPCC Class", "SMOD", "source", "joint_class", "split"])
+    for i, (aoi, (_, _, split)) in enumerate(aois.items()):
+      writer.writerow([i, aoi, "Cropland", "Rural", "Landcover", "Cropland-Rural", split])
+  return WorldStratFixture(root, hr, lr, lr_transforms, lonlat, broken)

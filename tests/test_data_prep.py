@@ -242,3 +242,52 @@ def test_landsat8_ssl4eo_l(tmp_path, kind, top):
   assert any("nodata/NaN share 100.0%" in r for s, r in reasons.items() if "0000002" in s)
   count = 11 if kind == "toa" else 7
   assert any(r == f"has {count - 2} bands, expected {count}" for r in reasons.values())
+
+
+def test_worldstrat_hr(tmp_path):
+  fixture = data_fixtures.write_worldstrat(tmp_path / "raw")
+  builder, report = build.build("worldstrat", tmp_path / "tfds", fixture.root, config="hr",
+                                patch_size=32)
+  examples = _read_all(builder)
+  assert set(examples) == {"train", "validation"}  # from the archive's split file ("val")
+  found = _by_source(builder)
+  assert set(found) == {f"{aoi}/{aoi}_ps.tiff" for aoi in fixture.hr}
+  for aoi, dn in fixture.hr.items():
+    items = dict((_text(ex["source_id"]).rsplit(":", 1)[1], (split, ex))
+                 for split, ex in found[f"{aoi}/{aoi}_ps.tiff"])
+    assert len(items) == 4
+    split, ex = items["32,0"]  # bottom-left window of the 64 px image
+    assert split == ("train" if aoi.startswith("Landcover") else "validation")
+    np.testing.assert_array_equal(ex["rgb"], dn[:3, 32:, :32].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], dn[3, 32:, :32])
+    lon, lat = fixture.aoi_lonlat[aoi]
+    # 16 px (24 m) south and 16 px west of the AOI point.
+    assert ex["lat"] == pytest.approx(lat - 24.0 / 110_574.0, abs=1e-9)
+    assert ex["lon"] == pytest.approx(lon - 24.0 / (111_320.0 * np.cos(np.radians(lat))),
+                                      abs=1e-9)
+    assert ex["gsd_m"] == pytest.approx(1.5) and _text(ex["sensor"]) == "spot6"
+    assert _text(ex["date"]) == "2019-06-01"
+  reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
+  assert reasons == {"Orphan-1_ps.tiff": "AOI 'Orphan-1' has no coordinates in metadata.csv"}
+
+
+def test_worldstrat_lr(tmp_path):
+  fixture = data_fixtures.write_worldstrat(tmp_path / "raw")
+  builder, report = build.build("worldstrat", tmp_path / "tfds", fixture.root, config="lr",
+                                patch_size=8, stride=8)
+  found = _by_source(builder)
+  assert set(found) == set(fixture.lr)
+  for name, data in fixture.lr.items():
+    split, ex = next((s, e) for s, e in found[name] if _text(e["source_id"]).endswith(":0,0"))
+    expected = np.rint(data[[3, 2, 1, 7], :8, :8].astype(np.float64) * 10000)
+    np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
+    x, y = fixture.lr_transforms[name] * (4, 4)
+    assert (ex["lon"], ex["lat"]) == pytest.approx((x, y), abs=1e-9)
+    assert _text(ex["date"]) == f"2019-0{name.split('-')[-2]}-15"
+    assert ex["gsd_m"] == pytest.approx(9.5e-5 * 111_320 * np.cos(np.radians(ex["lat"])),
+                                        rel=1e-3)
+  reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
+  assert reasons["Landcover-773616-3-L2A_data.tiff"].startswith(
+      ("unreadable pixels", "not a readable raster"))
+  assert reasons["Landcover-773616-4-L2A_data.tiff"] == "has 13 bands, expected 12"
