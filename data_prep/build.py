@@ -24,9 +24,10 @@ import tensorflow_datasets as tfds
 from data_prep.demo import Demo
 from data_prep.landsat8 import Landsat8
 from data_prep.s2_100k import S2100k
+from data_prep.sen2naip import Sen2Naip
 from data_prep.worldstrat import WorldStrat
 
-BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, WorldStrat)}
+BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, Sen2Naip, WorldStrat)}
 
 
 def make_config(builder_cls, name: str | None, patch_size: int | None, stride: int | None,

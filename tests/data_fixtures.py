@@ -224,3 +224,158 @@ def write_worldstrat(root: Path, hr_size: int = 64, lr_size: int = 9) -> WorldSt
     for i, (aoi, (_, _, split)) in enumerate(aois.items()):
       writer.writerow([i, aoi, "Cropland", "Rural", "Landcover", "Cropland-Rural", split])
   return WorldStratFixture(root, hr, lr, lr_transforms, lonlat, broken)
+
+
+# --------------------------------------------------------------------------- SEN2NAIP
+
+
+@dataclasses.dataclass
+class Sen2NaipFixture:
+  root: Path
+  samples: dict[str, dict]  # sample id -> {"lr", "hr" arrays (4, h, w), "hr_transform", ...}
+  crs: str
+  broken: dict[str, str]
+
+
+def geotiff_bytes(data: np.ndarray, crs: str, transform) -> bytes:
+  from rasterio.io import MemoryFile
+
+  with MemoryFile() as memory:
+    with memory.open(driver="GTiff", width=data.shape[2], height=data.shape[1],
+                     count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform) as dst:
+      dst.write(data)
+    return memory.read()
+
+
+def tortilla_bytes(items: list[tuple[str, bytes, dict]], magic: bytes, data_format: str,
+                   collection: dict | None = None) -> bytes:
+  """A tortilla (or, with magic b"WX" and a collection, a TACO) in the v1 layout: 200-byte header
+  (magic, footer offset, footer length, data format, partitions), the item pile, the Parquet
+  footer with offsets relative to this container's first byte, then the collection JSON."""
+  import io
+  import json
+  import struct
+
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  header_size = 200
+  pile, rows, offset = [], [], header_size
+  for item_id, payload, columns in items:
+    rows.append({"tortilla:id": item_id, "tortilla:offset": offset,
+                 "tortilla:length": len(payload), **columns})
+    pile.append(payload)
+    offset += len(payload)
+  buffer = io.BytesIO()
+  pq.write_table(pa.Table.from_pylist(rows), buffer)
+  footer = buffer.getvalue()
+  collection_json = json.dumps(collection or {}).encode()
+  header = bytearray(header_size)
+  header[0:2] = magic
+  header[2:18] = struct.pack("<QQ", offset, len(footer))
+  header[18:42] = data_format.encode().ljust(24)
+  if collection is not None:
+    header[26:42] = struct.pack("<QQ", offset + len(footer), len(collection_json))
+  header[42:50] = struct.pack("<Q", 1)
+  return bytes(header) + b"".join(pile) + footer + (collection_json if collection else b"")
+
+
+def _sen2naip_sample(rng, index: int, lr_size: int = 16):
+  crs = "EPSG:32614"
+  x0, y0 = 600_000.0 + 5_000 * index, 4_200_000.0 - 7_000 * index
+  hr = rng.integers(0, 6000, (4, 4 * lr_size, 4 * lr_size)).astype(np.uint16)
+  lr = hr.reshape(4, lr_size, 4, lr_size, 4).mean(axis=(2, 4)).astype(np.uint16)
+  return crs, {"hr": hr, "lr": lr, "hr_transform": from_origin(x0, y0, 2.5, 2.5),
+               "lr_transform": from_origin(x0, y0, 10.0, 10.0)}
+
+
+def write_sen2naip_taco(root: Path) -> Sen2NaipFixture:
+  """sen2naipv2-crosssensor.taco with 3 samples (train, train, test) of lr 4x16x16 and hr 4x64x64
+  uint16 GeoTIFFs, a sample whose nested tortilla is corrupt, and a truncated second .taco."""
+  root.mkdir(parents=True)
+  rng = np.random.default_rng(5)
+  samples, outer = {}, []
+  for i, split in enumerate(["train", "train", "test"]):
+    crs, sample = _sen2naip_sample(rng, i)
+    sample_id = f"ROI_{i:04d}"
+    samples[sample_id] = {**sample, "split": split, "date": "2021-06-0" + str(i + 1)}
+    leaves = [(name, geotiff_bytes(sample[name], crs, sample[f"{name}_transform"]),
+               {"tortilla:file_format": "GTiff", "stac:crs": crs})
+              for name in ("lr", "hr")]
+    lon, lat = utm_to_lonlat(crs, sample["hr_transform"].c + 80, sample["hr_transform"].f - 80)
+    epoch = int(np.datetime64(samples[sample_id]["date"]).astype("datetime64[s]").astype(int))
+    outer.append((sample_id, tortilla_bytes(leaves, b"#y", "GTiff"), {
+        "tortilla:file_format": "TORTILLA", "tortilla:data_split": split, "stac:crs": crs,
+        "stac:time_start": epoch, "stac:centroid": f"POINT ({lon} {lat})"}))
+  outer.append(("ROI_0099", b"\x00" * 300, {
+      "tortilla:file_format": "TORTILLA", "tortilla:data_split": "train", "stac:crs": crs,
+      "stac:time_start": 0, "stac:centroid": "POINT (0 0)"}))
+  taco = tortilla_bytes(outer, b"WX", "TORTILLA", collection={"id": "sen2naipv2-crosssensor"})
+  (root / "sen2naipv2-crosssensor.taco").write_bytes(taco)
+  (root / "sen2naipv2-unet.0001.part.taco").write_bytes(taco[: len(taco) - 40])
+  broken = {"ROI_0099": "not a TACO/tortilla container",
+            "sen2naipv2-unet.0001.part.taco": "truncated"}
+  return Sen2NaipFixture(root, samples, crs, broken)
+
+
+def write_sen2naip_mlstac(root: Path) -> Sen2NaipFixture:
+  """ML-STAC: main.json + {train,test}/mls/metadata.parquet + <split>.mlstac data files of HDF5
+  blobs (input 4x16x16, target 4x64x64 uint16, attrs["metadata"] a repr() with CRS/Affine);
+  one sample without lr_profile, one blob that is not HDF5, one id missing from the header."""
+  import io
+  import json
+  import struct
+
+  import h5py
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from rasterio import CRS
+
+  rng = np.random.default_rng(9)
+  root.mkdir(parents=True)
+  catalog = {split: {"metadata_file": f"{split}/mls/metadata.parquet"}
+             for split in ("train", "test")}
+  (root / "main.json").write_text(json.dumps({
+      "type": "Collection", "id": "SEN2NAIPv2-synthetic2", "ml_catalog": catalog}))
+  samples, broken = {}, {}
+  plan = {"train": ["dp_0", "dp_1", "dp_bad", "dp_lost"], "test": ["dp_2"]}
+  for split, ids in plan.items():
+    folder = root / split / "mls"
+    folder.mkdir(parents=True)
+    blobs, rows = {}, []
+    for i, dp in enumerate(ids):
+      if dp == "dp_bad":
+        blobs[dp] = b"definitely not hdf5" * 5
+        broken[f"{split}/{dp}"] = "unreadable HDF5 sample"
+        continue
+      if dp == "dp_lost":
+        broken[f"{split}/{dp}"] = "not in"
+        continue
+      crs, sample = _sen2naip_sample(rng, 10 + i + (5 if split == "test" else 0))
+      metadata = {"hr_profile": {"driver": "GTiff", "dtype": "uint16", "width": 64,
+                                 "height": 64, "count": 4, "crs": CRS.from_string(crs),
+                                 "transform": sample["hr_transform"]}}
+      if dp != "dp_1":
+        metadata["lr_profile"] = {"width": 16, "height": 16, "crs": CRS.from_string(crs),
+                                  "transform": sample["lr_transform"]}
+      buffer = io.BytesIO()
+      with h5py.File(buffer, "w") as h5:
+        h5.create_dataset("input", data=sample["lr"])
+        h5.create_dataset("target", data=sample["hr"])
+        h5.attrs["metadata"] = repr(metadata)
+      blobs[dp] = buffer.getvalue()
+      samples[f"{split}/{dp}"] = {**sample, "split": split}
+    header, begin = {}, 0
+    for dp, blob in blobs.items():
+      header[dp] = [begin, len(blob)]
+      begin += len(blob)
+    header_json = json.dumps(header).encode()
+    data_file = folder / f"{split}.mlstac"
+    data_file.write_bytes(b"#y" + struct.pack("<Q", len(header_json)) + header_json
+                          + b"".join(blobs.values()))
+    for dp in ids:
+      start, length = header.get(dp, [0, 0])
+      rows.append({"datapoint_id": dp, "begin": start, "length": length,
+                   "metadata_length": 0, "url": f"https://example.invalid/{data_file.name}"})
+    pq.write_table(pa.Table.from_pylist(rows), folder / "metadata.parquet")
+  return Sen2NaipFixture(root, samples, "EPSG:32614", broken)

@@ -291,3 +291,61 @@ def test_worldstrat_lr(tmp_path):
   assert reasons["Landcover-773616-3-L2A_data.tiff"].startswith(
       ("unreadable pixels", "not a readable raster"))
   assert reasons["Landcover-773616-4-L2A_data.tiff"] == "has 13 bands, expected 12"
+
+
+def _check_sen2naip(builder, fixture, resolution, patch):
+  found = _by_source(builder)
+  ids = {key.rsplit("/", 1)[0].split(":")[-1] if "taco:" in key else key.rsplit("/", 1)[0]
+         for key in found}
+  assert ids == set(fixture.samples)
+  for sample_id, sample in fixture.samples.items():
+    key = next(k for k in found if k.rsplit("/", 1)[0].endswith(sample_id))
+    assert key.endswith(f"/{resolution}")
+    split, ex = next((s, e) for s, e in found[key] if _text(e["source_id"]).endswith(":0,0"))
+    assert split == ("validation" if sample["split"] == "val" else sample["split"])
+    data = sample[resolution]
+    np.testing.assert_array_equal(ex["rgb"], data[:3, :patch, :patch].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], data[3, :patch, :patch])
+    transform = sample[f"{resolution}_transform"]
+    half = patch / 2 * transform.a
+    lon, lat = data_fixtures.utm_to_lonlat(fixture.crs, transform.c + half, transform.f - half)
+    assert (ex["lon"], ex["lat"]) == pytest.approx((lon, lat), abs=1e-7)
+    assert _text(ex["sensor"]) == ("naip" if resolution == "hr" else "sentinel2")
+    assert ex["gsd_m"] == pytest.approx(2.5 if resolution == "hr" else 10.0)
+    if "date" in sample:
+      assert _text(ex["date"]) == sample["date"]
+
+
+@pytest.mark.parametrize("resolution,patch", [("hr", 32), ("lr", 16)])
+def test_sen2naip_taco(tmp_path, resolution, patch):
+  fixture = data_fixtures.write_sen2naip_taco(tmp_path / "raw")
+  builder, report = build.build("sen2naip", tmp_path / "tfds", fixture.root, config=resolution,
+                                patch_size=patch)
+  _check_sen2naip(builder, fixture, resolution, patch)
+  reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
+  assert reasons["sen2naipv2-crosssensor.taco:ROI_0099"].startswith("not a TACO/tortilla")
+  assert reasons["sen2naipv2-unet.0001.part.taco"].startswith("truncated")
+
+
+@pytest.mark.parametrize("resolution,patch", [("hr", 32), ("lr", 16)])
+def test_sen2naip_mlstac(tmp_path, resolution, patch):
+  fixture = data_fixtures.write_sen2naip_mlstac(tmp_path / "raw")
+  builder, report = build.build("sen2naip", tmp_path / "tfds", fixture.root, config=resolution,
+                                patch_size=patch)
+  _check_sen2naip(builder, fixture, resolution, patch)
+  reasons = {s["source"]: s["reason"] for s in report["skipped"]}
+  assert reasons["train/dp_bad"].startswith("unreadable HDF5 sample")
+  assert reasons["train/dp_lost"] == "datapoint dp_lost not in train.mlstac"
+
+
+def test_metadata_literal_is_parsed_without_eval():
+  from data_prep.sen2naip import parse_metadata_literal
+
+  parsed = parse_metadata_literal(
+      "{'hr_profile': {'crs': CRS.from_epsg(32614), 'transform': Affine(2.5, 0.0, 5.0, 0.0, "
+      "-2.5, 9.0), 'width': 64, 'nodata': None, 'shape': (4, -64)}}")
+  assert parsed["hr_profile"]["crs"].to_epsg() == 32614
+  assert parsed["hr_profile"]["transform"].e == -2.5
+  assert parsed["hr_profile"]["shape"] == (4, -64)
+  with pytest.raises(ValueError, match="unsupported"):
+    parse_metadata_literal("{'x': __import__('os').system('echo pwned')}")

@@ -1,0 +1,279 @@
+"""SEN2NAIP v2: NAIP (2.5 m) and Sentinel-2-like (10 m) RGBN pairs over the USA,
+read from either distribution (DATA_FORMATS.md section 1), detected by layout:
+
+* TACO (``*.taco``, ``*.part.taco``, e.g. ``sen2naipv2-crosssensor.taco``): a
+  "tortilla" container. Bytes 0:2 magic (``WX`` TACO, ``#y`` tortilla), 2:10 footer
+  offset, 10:18 footer length (uint64 LE); the footer is a Parquet table with a row
+  per sample: ``tortilla:offset`` / ``tortilla:length`` of a nested tortilla whose own
+  footer lists the sample's items (item 0 = LR, item 1 = HR) as GeoTIFFs, read in
+  place through GDAL's ``/vsisubfile/``; ``tortilla:data_split`` gives the split.
+* ML-STAC (``main.json`` + ``<split>/mls/metadata.parquet`` + a data file per split):
+  the data file is ``#y`` + uint64 LE header length + a JSON header
+  ``{datapoint_id: [begin, length]}`` + blobs, each an HDF5 file with datasets
+  ``input`` (LR) and ``target`` (HR), channel-first RGBN, and ``attrs["metadata"]``,
+  a Python-literal dict with rasterio ``CRS``/``Affine`` objects (``hr_profile``,
+  ``lr_profile``). That literal is parsed with a restricted evaluator, never ``eval``.
+
+Config ``hr`` emits the NAIP patches, ``lr`` the Sentinel-2 ones. Bands are R, G,
+B, NIR (B04, B03, B02, B08) stored as reflectance x 10000 (uint16), kept as is.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime
+import io
+import json
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow_datasets as tfds
+from rasterio import CRS, Affine
+from rasterio.io import MemoryFile
+
+from data_prep import splits
+from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.raster import BandLayout, SkipItem
+
+RGBN = BandLayout(red=1, green=2, blue=3, nir=4, count=4)
+ITEM_INDEX = {"lr": 0, "hr": 1}
+GSD_M = {"lr": 10.0, "hr": 2.5}
+SENSOR = {"lr": "sentinel2", "hr": "naip"}
+SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation",
+               "test": "test"}
+_HEADER = struct.Struct("<2sQQ")  # magic, footer offset, footer length
+_TACO_MAGICS = (b"WX", b"#y")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Sen2NaipConfig(PatchBuilderConfig):
+  resolution: str = "hr"  # hr | lr
+
+
+# --------------------------------------------------------------------------- TACO
+
+
+def read_tortilla_footer(path: Path, base: int = 0) -> pa.Table:
+  """The footer table of the tortilla starting at byte ``base`` of ``path``."""
+  with path.open("rb") as f:
+    f.seek(base)
+    head = f.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+      raise SkipItem(f"truncated tortilla header at byte {base}")
+    magic, offset, length = _HEADER.unpack(head)
+    if magic not in _TACO_MAGICS:
+      raise SkipItem(f"not a TACO/tortilla container (magic {magic!r} at byte {base})")
+    f.seek(base + offset)
+    footer = f.read(length)
+  if len(footer) != length:
+    raise SkipItem(f"truncated: footer of {length} bytes at {base + offset} is cut short")
+  try:
+    return pq.read_table(io.BytesIO(footer))
+  except (pa.ArrowException, OSError) as e:
+    raise SkipItem(f"unreadable tortilla footer ({e})") from e
+
+
+def vsisubfile(path: Path, offset: int, length: int) -> str:
+  return f"/vsisubfile/{offset}_{length},{path}"
+
+
+# --------------------------------------------------------------------------- ML-STAC
+
+_CONSTRUCTORS = {("Affine",): Affine, ("CRS", "from_epsg"): CRS.from_epsg,
+                 ("CRS", "from_wkt"): CRS.from_wkt, ("CRS", "from_string"): CRS.from_string,
+                 ("CRS", "from_dict"): CRS.from_dict, ("CRS",): CRS}
+
+
+def parse_metadata_literal(text: str):
+  """A Python-literal dict that may contain ``Affine(...)`` and ``CRS.from_*(...)`` calls,
+  evaluated without ``eval``: anything else (names, attributes, other calls) is refused."""
+
+  def value(node):
+    if isinstance(node, ast.Constant):
+      return node.value
+    if isinstance(node, ast.Dict):
+      return {value(k): value(v) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, (ast.List, ast.Tuple)):
+      items = [value(e) for e in node.elts]
+      return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+      return -value(node.operand)
+    if isinstance(node, ast.Call):
+      func = node.func
+      name = ((func.id,) if isinstance(func, ast.Name) else
+              (func.value.id, func.attr) if isinstance(func, ast.Attribute)
+              and isinstance(func.value, ast.Name) else None)
+      if name in _CONSTRUCTORS and not node.keywords:
+        return _CONSTRUCTORS[name](*[value(a) for a in node.args])
+    raise ValueError(f"unsupported expression in metadata: {ast.dump(node)[:80]}")
+
+  return value(ast.parse(text.strip(), mode="eval").body)
+
+
+def read_mlstac_index(data_file: Path) -> tuple[int, dict[str, list[int]]]:
+  """(first blob byte, {datapoint_id: [begin, length]}) of an ML-STAC data file."""
+  with data_file.open("rb") as f:
+    head = f.read(10)
+    if len(head) < 10 or head[:2] != b"#y":
+      raise SkipItem("not an ML-STAC data file (magic '#y' missing)")
+    (length,) = struct.unpack("<Q", head[2:])
+    header = f.read(length)
+  if len(header) != length:
+    raise SkipItem("truncated ML-STAC header")
+  try:
+    index = json.loads(header)
+  except json.JSONDecodeError as e:
+    raise SkipItem(f"unreadable ML-STAC header ({e})") from e
+  return 10 + length, index
+
+
+# --------------------------------------------------------------------------- builder
+
+
+class Sen2Naip(PatchBuilder):
+  """SEN2NAIP v2 NAIP (hr) or Sentinel-2 (lr) RGB + NIR patches."""
+
+  name = "sen2naip"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+      Sen2NaipConfig(name="hr", resolution="hr", description="NAIP RGBN, 2.5 m"),
+      Sen2NaipConfig(name="lr", resolution="lr", description="Sentinel-2 RGBN, 10 m"),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  Download SEN2NAIP v2 from Hugging Face, either a TACO variant of tacofoundation/SEN2NAIPv2
+  (e.g. sen2naipv2-crosssensor.taco or all sen2naipv2-unet.000N.part.taco parts) into
+  manual_dir, or an ML-STAC variant (tacofoundation/SEN2NAIPv2-real, ...-synthethic1/2) so
+  that manual_dir holds main.json and <split>/mls/{metadata.parquet,<data file>}."""
+  DESCRIPTION = __doc__
+  CITATION = """@article{aybar2025sen2naipv2,
+  title={SEN2NAIP: A large-scale dataset for Sentinel-2 Image Super-Resolution},
+  author={Aybar, Cesar and Montero, David and Contreras, Julio and Donike, Simon and
+          Kalaitzis, Freddie and G{\\'o}mez-Chova, Luis}, journal={Scientific Data}, year={2024}}"""
+  LICENSE = "CC0-1.0"
+  HOMEPAGE = "https://huggingface.co/datasets/tacofoundation/SEN2NAIPv2"
+
+  def _discover(self, manual_dir: Path) -> list[SourceItem]:
+    items = []
+    for taco in sorted(manual_dir.rglob("*.taco")):
+      items += self._discover_taco(taco)
+    for metadata in sorted(manual_dir.glob("*/mls/metadata.parquet")):
+      items += self._discover_mlstac(metadata)
+    return items
+
+  def _discover_taco(self, path: Path) -> list[SourceItem]:
+    try:
+      footer = read_tortilla_footer(path).to_pylist()
+    except SkipItem as e:
+      self.report.add_skipped(str(path), e.reason)
+      return []
+    items = []
+    for row in footer:
+      sample = f"{path.name}:{row.get('tortilla:id')}"
+      split = SPLIT_NAMES.get(str(row.get("tortilla:data_split", "")).lower())
+      if split is None:
+        centroid = _parse_point(row.get("stac:centroid"))
+        split = splits.location_split(*centroid) if centroid else "train"
+      items.append(SourceItem(sample, split, {
+          "kind": "taco", "path": path, "offset": int(row["tortilla:offset"]),
+          "date": _epoch_to_iso(row.get("stac:time_start"))}))
+    return items
+
+  def _discover_mlstac(self, metadata: Path) -> list[SourceItem]:
+    split_dir = metadata.parent
+    split = SPLIT_NAMES.get(split_dir.parent.name.lower(), "train")
+    try:
+      rows = pq.read_table(metadata).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+      self.report.add_skipped(str(metadata), f"unreadable metadata.parquet ({e})")
+      return []
+    items = []
+    for row in rows:
+      data_file = split_dir / Path(str(row.get("url", ""))).name
+      row_split = SPLIT_NAMES.get(str(row.get("split", "")).lower(), split)
+      items.append(SourceItem(f"{split_dir.parent.name}/{row['datapoint_id']}", row_split, {
+          "kind": "mlstac", "data_file": data_file, "datapoint_id": row["datapoint_id"]}))
+    return items
+
+  def _patches(self, item: SourceItem):
+    if item.extra["kind"] == "taco":
+      yield from self._taco_patches(item)
+    else:
+      yield from self._mlstac_patches(item)
+
+  def _taco_patches(self, item: SourceItem):
+    path, base = item.extra["path"], item.extra["offset"]
+    rows = read_tortilla_footer(path, base).to_pylist()
+    resolution = self.builder_config.resolution
+    if len(rows) <= ITEM_INDEX[resolution]:
+      raise SkipItem(f"sample has {len(rows)} items, no {resolution.upper()} image")
+    leaf = rows[ITEM_INDEX[resolution]]
+    subfile = vsisubfile(path, base + int(leaf["tortilla:offset"]), int(leaf["tortilla:length"]))
+    yield from self._tile_raster(subfile, RGBN, lambda dn: dn / 10000.0,
+                                 sensor=SENSOR[resolution], date=item.extra["date"],
+                                 source_name=f"{item.source}/{resolution}")
+
+  def _mlstac_patches(self, item: SourceItem):
+    data_file: Path = item.extra["data_file"]
+    if not data_file.is_file():
+      raise SkipItem(f"data file {data_file.name} is missing")
+    start, index = read_mlstac_index(data_file)
+    if item.extra["datapoint_id"] not in index:
+      raise SkipItem(f"datapoint {item.extra['datapoint_id']} not in {data_file.name}")
+    begin, length = index[item.extra["datapoint_id"]]
+    with data_file.open("rb") as f:
+      f.seek(start + begin)
+      blob = f.read(length)
+    if len(blob) != length:
+      raise SkipItem(f"truncated: blob of {length} bytes cut short in {data_file.name}")
+    resolution = self.builder_config.resolution
+    try:
+      with h5py.File(io.BytesIO(blob), "r") as h5:
+        image = np.asarray(h5["target" if resolution == "hr" else "input"])
+        metadata = parse_metadata_literal(str(h5.attrs["metadata"]))
+    except (OSError, KeyError, ValueError, SyntaxError) as e:
+      raise SkipItem(f"unreadable HDF5 sample ({e})") from e
+    profile = metadata.get(f"{resolution}_profile")
+    if profile is None:
+      hr = metadata.get("hr_profile")
+      if hr is None:
+        raise SkipItem("metadata has no hr_profile/lr_profile (no georeferencing)")
+      # Same footprint as the HR image, at this image's pixel size.
+      scale = hr["width"] / image.shape[-1]
+      profile = {"crs": hr["crs"], "transform": hr["transform"] * Affine.scale(scale)}
+    if image.ndim != 3 or image.shape[0] < 4:
+      raise SkipItem(f"{resolution.upper()} image has shape {image.shape}, expected (>=4, H, W)")
+    with MemoryFile() as memory:
+      with memory.open(driver="GTiff", width=image.shape[2], height=image.shape[1], count=4,
+                       dtype=image.dtype, crs=profile["crs"],
+                       transform=profile["transform"]) as dst:
+        dst.write(image[:4])
+      yield from self._tile_raster(memory.name, RGBN, lambda dn: dn / 10000.0,
+                                   sensor=SENSOR[resolution],
+                                   source_name=f"{item.source}/{resolution}")
+
+
+def _parse_point(wkt) -> tuple[float, float] | None:
+  """(lon, lat) of a ``POINT (lon lat)`` WKT string."""
+  if not isinstance(wkt, str) or not wkt.upper().startswith("POINT"):
+    return None
+  try:
+    lon, lat = (float(v) for v in wkt[wkt.index("(") + 1:wkt.index(")")].split())
+  except ValueError:
+    return None
+  return lon, lat
+
+
+def _epoch_to_iso(seconds) -> str:
+  if seconds is None:
+    return ""
+  try:
+    return datetime.datetime.fromtimestamp(float(seconds), datetime.UTC).date().isoformat()
+  except (TypeError, ValueError, OverflowError):
+    return ""
+
