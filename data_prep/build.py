@@ -2,6 +2,7 @@
 
     python -m data_prep.build <source> --manual_dir RAW --data_dir OUT
         [--config NAME] [--patch_size 256] [--stride N] [--max_invalid_share 0.05]
+        [--option KEY=VALUE ...] [--overwrite]
 
 Writes ``OUT/<source>/<config>/<version>/`` (readable with
 ``tfds.data_source("<source>/<config>", data_dir=OUT)``) and, next to it,
@@ -28,6 +29,7 @@ from data_prep.sen2naip import Sen2Naip
 from data_prep.worldstrat import WorldStrat
 
 BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, Sen2Naip, WorldStrat)}
+_BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
 
 
 def make_config(builder_cls, name: str | None, patch_size: int | None, stride: int | None,
@@ -94,8 +96,28 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--stride", type=int, help="tiling stride (default: the patch size)")
   parser.add_argument("--max_invalid_share", type=float,
                       help="skip patches with a larger nodata/NaN share (default 0.05)")
+  parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="any other field of the builder config, e.g. seed=3, "
+                           "num_examples=1000 (demo) or boa_offset=1000 (s2_100k)")
   parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
   return parser.parse_args(argv)
+
+
+def parse_options(options: list[str], builder_cls) -> dict:
+  """``KEY=VALUE`` strings -> typed overrides of ``builder_cls``'s config fields."""
+  fields = {f.name: f for f in dataclasses.fields(builder_cls.BUILDER_CONFIGS[0])}
+  out = {}
+  for option in options:
+    key, sep, text = option.partition("=")
+    if not sep or key not in fields:
+      raise ValueError(f"--option {option!r}: expected KEY=VALUE with KEY one of "
+                       f"{sorted(k for k in fields if k not in _BASE_FIELDS)}")
+    current = getattr(builder_cls.BUILDER_CONFIGS[0], key)
+    try:
+      out[key] = type(current)(text) if current is not None else text
+    except ValueError as e:
+      raise ValueError(f"--option {option!r}: {e}") from e
+  return out
 
 
 def main(argv=None) -> int:
@@ -105,8 +127,10 @@ def main(argv=None) -> int:
           f"{BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS}", file=sys.stderr)
     return 2
   try:
+    extra = parse_options(args.option, BUILDERS[args.source])
     builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
-                            args.patch_size, args.stride, args.max_invalid_share, args.overwrite)
+                            args.patch_size, args.stride, args.max_invalid_share, args.overwrite,
+                            extra)
   except (FileNotFoundError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

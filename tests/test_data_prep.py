@@ -154,6 +154,16 @@ def test_rebuild_is_safe_and_reuses(tmp_path, capsys):
   assert '"total_written": 40' in capsys.readouterr().out
 
 
+def test_cli_options_override_config_fields(tmp_path, capsys):
+  args = ["nirgan_demo", "--config", "small", "--data_dir", str(tmp_path / "tfds"),
+          "--option", "num_examples=12", "--option", "seed=3"]
+  assert build.main(args) == 0
+  assert '"total_written": 12' in capsys.readouterr().out
+  assert (tmp_path / "tfds" / "nirgan_demo" / "small_num_examples12_seed3").is_dir()
+  assert build.main(args[:5] + ["--option", "colour=red"]) == 1
+  assert "KEY one of" in capsys.readouterr().err
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
   assert build.main(["s2_100k", "--data_dir", str(tmp_path)]) == 2
   assert "needs --manual_dir" in capsys.readouterr().err
