@@ -82,6 +82,8 @@ def write_s2_100k(root: Path, size: int = 32) -> S2Fixture:
 
   rows.append(("patch_5.tif", 15.0, 52.0))  # listed, never written
   broken["patch_5.tif"] = "missing"
+  rows.append(("patch_6.tif", "", "nan"))  # no coordinates
+  broken["patch_6.tif"] = "bad coordinates"
 
   with (root / "index.csv").open("w", newline="") as f:
     writer = csv.writer(f)
@@ -160,7 +162,7 @@ def write_ssl4eo_l(root: Path, kind: str = "toa", size: int = 32) -> LandsatFixt
 class WorldStratFixture:
   root: Path
   hr: dict[str, np.ndarray]  # AOI -> (4, H, W) uint16 _ps DN
-  lr: dict[str, np.ndarray]  # "<AOI>/<file>" -> (12, h, w) float32 L2A reflectance
+  lr: dict[str, np.ndarray]  # "<AOI>/<file>" -> (12, h, w) L2A: float32 reflectance or uint16 DN
   lr_transforms: dict[str, object]
   aoi_lonlat: dict[str, tuple[float, float]]
   broken: dict[str, str]
@@ -190,6 +192,8 @@ def write_worldstrat(root: Path, hr_size: int = 64, lr_size: int = 9) -> WorldSt
       name = f"{aoi}-{n}-L2A_data.tiff"
       transform = from_origin(lon - 4.5 * 9.5e-5, lat + 4.5 * 9.1e-5, 9.5e-5, 9.1e-5)
       data = rng.uniform(0.0, 0.6, (12, lr_size, lr_size)).astype(np.float32)
+      if aoi.startswith("Amnesty") and n == 2:  # some revisits hold integer DN (x 10000)
+        data = np.rint(data * 10000).astype(np.uint16)
       write_geotiff(lr_dir / name, data, "EPSG:4326", transform)
       lr[f"{aoi}/{name}"], lr_transforms[f"{aoi}/{name}"] = data, transform
       meta_rows.append((aoi, n, lon, lat, f"2019-0{n}-15", "2019-06-01", 0.05))

@@ -91,7 +91,8 @@ def test_s2_100k_fixture_builds_with_values_centres_splits_and_report(tmp_path):
   for window in ("0,0", "0,16"):  # the top half of patch_4 is Sentinel-2 no-data (DN 0)
     assert reasons[f"patch_4.tif:{window}"] == "nodata/NaN share 100.0% exceeds 5.0%"
   assert reasons["patch_5.tif"] == "listed in index.csv but missing"
-  assert len(reasons) == 5
+  assert reasons["index.csv:8"] == "bad coordinates '', 'nan'"
+  assert len(reasons) == 6
   saved = json.loads((Path(builder.data_dir) / REPORT_JSON).read_text())
   assert saved == json.loads(json.dumps(report))
   assert "patch_3.tif: has 4 bands" in (Path(builder.data_dir) / REPORT_TEXT).read_text()
@@ -289,7 +290,8 @@ def test_worldstrat_lr(tmp_path):
   assert set(found) == set(fixture.lr)
   for name, data in fixture.lr.items():
     split, ex = next((s, e) for s, e in found[name] if _text(e["source_id"]).endswith(":0,0"))
-    expected = np.rint(data[[3, 2, 1, 7], :8, :8].astype(np.float64) * 10000)
+    bands = data[[3, 2, 1, 7], :8, :8]
+    expected = bands if bands.dtype == np.uint16 else np.rint(bands.astype(np.float64) * 10000)
     np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
     np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
     x, y = fixture.lr_transforms[name] * (4, 4)
