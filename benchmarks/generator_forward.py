@@ -18,9 +18,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
+# Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
+# `data_prep` package: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks import common  # noqa: E402
 from nirgan_jax import models  # noqa: E402
 from nirgan_jax.models import config as model_config  # noqa: E402
 

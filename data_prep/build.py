@@ -2,7 +2,7 @@
 
     python -m data_prep.build <source> --manual_dir RAW --data_dir OUT
         [--config NAME] [--patch_size 256] [--stride N] [--max_invalid_share 0.05]
-        [--option KEY=VALUE ...] [--overwrite]
+        [--option KEY=VALUE ...] [--workers N] [--overwrite]
 
 Writes ``OUT/<source>/<config>/<version>/`` (readable with
 ``tfds.data_source("<source>/<config>", data_dir=OUT)``) and, next to it,
@@ -60,7 +60,7 @@ def make_config(builder_cls, name: str | None, patch_size: int | None, stride: i
 def build(source: str, data_dir: str | Path, manual_dir: str | Path | None = None,
           config: str | None = None, patch_size: int | None = None, stride: int | None = None,
           max_invalid_share: float | None = None, overwrite: bool = False,
-          extra: dict | None = None):
+          extra: dict | None = None, workers: int = 1):
   """Builds ``source``; returns (builder, report dict or None if an existing build was reused)."""
   if source not in BUILDERS:
     raise ValueError(f"unknown source {source!r}; known: {sorted(BUILDERS)}")
@@ -78,9 +78,13 @@ def build(source: str, data_dir: str | Path, manual_dir: str | Path | None = Non
     return builder, None
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir) if manual_dir else None, download_mode=mode,
-      try_download_gcs=False))
+  builder.num_workers = workers
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir) if manual_dir else None, download_mode=mode,
+        try_download_gcs=False))
+  finally:
+    builder.close_workers()
   builder.report.write(builder.data_dir)
   return builder, builder.report.to_dict()
 
@@ -99,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                       help="any other field of the builder config, e.g. seed=3, "
                            "num_examples=1000 (demo) or boa_offset=1000 (s2_100k)")
+  parser.add_argument("--workers", type=int, default=1,
+                      help="processes reading and encoding inputs (default 1)")
   parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
   return parser.parse_args(argv)
 
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
     extra = parse_options(args.option, BUILDERS[args.source])
     builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
                             args.patch_size, args.stride, args.max_invalid_share, args.overwrite,
-                            extra)
+                            extra, args.workers)
   except (FileNotFoundError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

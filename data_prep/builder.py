@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     kwargs.setdefault("file_format", "array_record")
     super().__init__(**kwargs)
     self.report = BuildReport(self.name)
+    self.num_workers = 1  # processes reading inputs; set before download_and_prepare
+    self._pool = None
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -131,23 +134,58 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return generators
 
   def _generate_examples(self, split: str, items: list[SourceItem]):
-    for item in tqdm(items, desc=f"{self.name} {split}", unit="file", leave=False):
-      try:
-        # Read the whole input first, so that a file failing half-way adds no patches.
-        patches = list(self._patches(item))
-      except SkipItem as e:
-        self.report.add_skipped(item.source, e.reason, split)
-        continue
-      for patch in patches:
-        if isinstance(patch, Skip):
-          self.report.add_skipped(patch.source_id, patch.reason, split)
-        elif patch.invalid_share > self.builder_config.max_invalid_share:
-          self.report.add_skipped(
-              patch.source_id, f"nodata/NaN share {patch.invalid_share:.1%} exceeds "
-              f"{self.builder_config.max_invalid_share:.1%}", split)
+    progress = tqdm(total=len(items), desc=f"{self.name} {split}", unit="file", leave=False)
+    for records in self._convert_all(items):
+      progress.update()
+      for kind, key, value in records:
+        if kind == "skip":
+          self.report.add_skipped(key, value, split)
         else:
           self.report.add_written(split)
-          yield patch.source_id, patch.to_example()
+          yield key, value
+    progress.close()
+
+  def _convert(self, item: SourceItem) -> list[tuple[str, str, Any]]:
+    """One input -> ("example", key, example) and ("skip", source, reason) records.
+
+    The whole input is read first, so that a file failing half-way adds no patches.
+    """
+    try:
+      patches = list(self._patches(item))
+    except SkipItem as e:
+      return [("skip", item.source, e.reason)]
+    records = []
+    for patch in patches:
+      if isinstance(patch, Skip):
+        records.append(("skip", patch.source_id, patch.reason))
+      elif patch.invalid_share > self.builder_config.max_invalid_share:
+        records.append(("skip", patch.source_id,
+                        f"nodata/NaN share {patch.invalid_share:.1%} exceeds "
+                        f"{self.builder_config.max_invalid_share:.1%}"))
+      else:
+        records.append(("example", patch.source_id, patch.to_example()))
+    return records
+
+  def _convert_all(self, items: list[SourceItem]) -> Iterator[list[tuple[str, str, Any]]]:
+    """``_convert`` over ``items`` in order, in ``num_workers`` processes when above 1."""
+    if self.num_workers <= 1:
+      yield from map(self._convert, items)
+      return
+    if self._pool is None:
+      # spawn, not fork: the parent has TensorFlow's threads running.
+      self._pool = multiprocessing.get_context("spawn").Pool(self.num_workers)
+    task = (type(self), self.builder_config, str(self.data_dir_root))
+    # Bounded windows keep finished-but-unwritten examples from piling up in memory.
+    window = self.num_workers * 8
+    for start in range(0, len(items), window):
+      yield from self._pool.imap(_convert_in_worker,
+                                 [(*task, item) for item in items[start:start + window]])
+
+  def close_workers(self) -> None:
+    if self._pool is not None:
+      self._pool.close()
+      self._pool.join()
+      self._pool = None
 
   def _tile_raster(self, path: Path, layout: raster.BandLayout, to_reflectance, sensor: str,
                    default_nodata: float | None = None, date: str = "",
@@ -184,3 +222,22 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _patches(self, item: SourceItem) -> Iterator[Patch | Skip]:
     raise NotImplementedError
+
+
+_WORKER_BUILDERS: dict = {}
+
+
+def _convert_in_worker(task):
+  """Converts one item in a worker process, with a builder made on first use.
+
+  Built here rather than in a Pool initializer: an initializer that fails makes the
+  Pool respawn workers forever, while an exception in a task reaches the parent.
+  """
+  builder_cls, config, data_dir, item = task
+  key = (builder_cls, config.name, data_dir)
+  if key not in _WORKER_BUILDERS:
+    registered = {c.name for c in builder_cls.BUILDER_CONFIGS}
+    # TFDS refuses a config object named like a registered one: pass those by name.
+    spec = config.name if config.name in registered else config
+    _WORKER_BUILDERS[key] = builder_cls(config=spec, data_dir=data_dir)
+  return _WORKER_BUILDERS[key]._convert(item)

@@ -361,3 +361,18 @@ def test_metadata_literal_is_parsed_without_eval():
   assert parsed["hr_profile"]["shape"] == (4, -64)
   with pytest.raises(ValueError, match="unsupported"):
     parse_metadata_literal("{'x': __import__('os').system('echo pwned')}")
+
+
+def test_worker_processes_give_the_same_dataset(tmp_path):
+  fixture = data_fixtures.write_s2_100k(tmp_path / "raw", size=32)
+  results = []
+  for workers in (1, 2):
+    builder, report = build.build("s2_100k", tmp_path / f"tfds{workers}", fixture.root,
+                                  patch_size=16, workers=workers)
+    examples = _read_all(builder)
+    results.append((report, {split: [(_text(e["source_id"]), e["rgb"].tobytes())
+                                     for e in exs] for split, exs in examples.items()}))
+  (report_1, data_1), (report_2, data_2) = results
+  assert data_1 == data_2
+  assert report_1["written"] == report_2["written"]
+  assert sorted(map(str, report_1["skipped"])) == sorted(map(str, report_2["skipped"]))
