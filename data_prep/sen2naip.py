@@ -245,7 +245,7 @@ class Sen2Naip(PatchBuilder):
         raise SkipItem("metadata has no hr_profile/lr_profile (no georeferencing)")
       # Same footprint as the HR image, at this image's pixel size.
       scale = hr["width"] / image.shape[-1]
-      profile = {"crs": hr["crs"], "transform": hr["transform"] * Affine.scale(scale)}
+      profile = {"crs": hr["crs"], "transform": hr["transform"] @ Affine.scale(scale)}
     if image.ndim != 3 or image.shape[0] < 4:
       raise SkipItem(f"{resolution.upper()} image has shape {image.shape}, expected (>=4, H, W)")
     with MemoryFile() as memory:

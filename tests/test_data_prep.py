@@ -294,7 +294,7 @@ def test_worldstrat_lr(tmp_path):
     expected = bands if bands.dtype == np.uint16 else np.rint(bands.astype(np.float64) * 10000)
     np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
     np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
-    x, y = fixture.lr_transforms[name] * (4, 4)
+    x, y = fixture.lr_transforms[name] @ (4, 4)
     assert (ex["lon"], ex["lat"]) == pytest.approx((x, y), abs=1e-9)
     assert _text(ex["date"]) == f"2019-0{name.split('-')[-2]}-15"
     assert ex["gsd_m"] == pytest.approx(9.5e-5 * 111_320 * np.cos(np.radians(ex["lat"])),
