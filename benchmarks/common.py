@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
@@ -41,3 +42,41 @@ def environment() -> dict:
 
 def emit(record: dict) -> None:
   print(json.dumps(record, sort_keys=True))
+
+
+def time_torch(fn: Callable[[], object], repeats: int) -> list[float]:
+  """Wall seconds of ``repeats`` calls of a (synchronous, CPU) PyTorch function, after one
+  warm-up call."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def run_sweep(name: str, description: str, sizes, conv_impls, bench_jax, bench_torch) -> None:
+  """The CLI shared by the model benchmarks: sweep sizes x batches x dtypes with
+  ``bench_jax(size, batch, dtype, conv_impl, repeats)``, optionally time the PyTorch
+  reference with ``bench_torch(batch, repeats)`` at the full size, and print the JSON line."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
+  parser.add_argument("--sizes", nargs="+", default=["full", "tiny"], choices=sorted(sizes))
+  parser.add_argument("--conv_impl", default="auto", choices=conv_impls)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
+  args = parser.parse_args()
+
+  results = [bench_jax(size, batch, dtype, args.conv_impl, args.repeats)
+             for size in args.sizes for batch in args.batch for dtype in args.dtype]
+  record = {"benchmark": name, **environment(), "results": results}
+  if args.torch:
+    record["torch"] = [bench_torch(batch, args.repeats) for batch in args.batch]
+    ours = {r["batch"]: r["median_s"] for r in results
+            if r["size"] == "full" and r["dtype"] == "float32"}
+    record["speedup_vs_torch"] = {str(t["batch"]): round(t["median_s"] / ours[t["batch"]], 3)
+                                  for t in record["torch"] if t["batch"] in ours}
+  record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+  emit(record)

@@ -11,7 +11,6 @@ as under Lightning's two optimizers) in the same run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -123,37 +122,14 @@ def bench_torch(batch: int, repeats: int) -> dict:
     loss_g.backward()
     opt_g.step()
 
-  iteration()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    iteration()
-    times.append(time.perf_counter() - start)
+  times = common.time_torch(iteration, repeats)
   return {"size": "full", "batch": batch, "dtype": "float32", "framework": "torch",
           "threads": torch.get_num_threads(), **common.summary(times, batch)}
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
-  parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
-  parser.add_argument("--sizes", nargs="+", default=["full", "tiny"], choices=sorted(SIZES))
-  parser.add_argument("--conv_impl", default="auto", choices=layers.CONV_IMPLS)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
-  args = parser.parse_args()
-
-  results = [bench_jax(size, batch, dtype, args.conv_impl, args.repeats)
-             for size in args.sizes for batch in args.batch for dtype in args.dtype]
-  record = {"benchmark": "train_step", **common.environment(), "results": results}
-  if args.torch:
-    record["torch"] = [bench_torch(batch, args.repeats) for batch in args.batch]
-    ours = {r["batch"]: r["median_s"] for r in results
-            if r["size"] == "full" and r["dtype"] == "float32"}
-    record["speedup_vs_torch"] = {str(t["batch"]): round(t["median_s"] / ours[t["batch"]], 3)
-                                  for t in record["torch"] if t["batch"] in ours}
-  record["peak_rss_mb"] = round(common.peak_rss_mb(), 1)
-  common.emit(record)
+  common.run_sweep("train_step", __doc__.split("\n\n")[0], SIZES, layers.CONV_IMPLS,
+                   bench_jax, bench_torch)
 
 
 if __name__ == "__main__":

@@ -279,6 +279,18 @@ def conv_transpose2d_matmul(x: jax.Array, kernel: jax.Array, stride: int, paddin
   return out[:, :out_h, :out_w, :]
 
 
+def _kernel_param(module: nn.Module, in_features: int) -> jax.Array:
+  """A square (k, k, in, out) float32 kernel, cast to the module's compute dtype."""
+  shape = (module.kernel_size, module.kernel_size, in_features, module.features)
+  return module.param("kernel", weight_init, shape, jnp.float32).astype(module.dtype)
+
+
+def _add_bias(module: nn.Module, y: jax.Array) -> jax.Array:
+  if not module.use_bias:
+    return y
+  return y + module.param("bias", bias_init, (module.features,), jnp.float32).astype(module.dtype)
+
+
 class Conv(nn.Module):
   """Square-kernel conv with explicit padding, N(0, 0.02) weights and zero bias."""
 
@@ -293,18 +305,10 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", weight_init,
-                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
-                        jnp.float32)
+    kernel = _kernel_param(self, x.shape[-1])
     x = pad_spatial(x.astype(self.dtype), self.padding, self.padding_type)
-    kernel = kernel.astype(self.dtype)
-    if resolve_conv_impl(self.conv_impl) == "matmul":
-      y = conv2d_matmul(x, kernel, self.stride)
-    else:
-      y = conv2d_xla(x, kernel, self.stride)
-    if self.use_bias:
-      y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(self.dtype)
-    return y
+    fn = conv2d_matmul if resolve_conv_impl(self.conv_impl) == "matmul" else conv2d_xla
+    return _add_bias(self, fn(x, kernel, self.stride))
 
 
 class ConvTranspose(nn.Module):
@@ -321,17 +325,11 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", weight_init,
-                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
-                        jnp.float32)
-    x = x.astype(self.dtype)
-    kernel = kernel.astype(self.dtype)
+    kernel = _kernel_param(self, x.shape[-1])
     fn = (conv_transpose2d_matmul if resolve_conv_impl(self.conv_impl) == "matmul"
           else conv_transpose2d_xla)
-    y = fn(x, kernel, self.stride, self.padding, self.output_padding)
-    if self.use_bias:
-      y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(self.dtype)
-    return y
+    y = fn(x.astype(self.dtype), kernel, self.stride, self.padding, self.output_padding)
+    return _add_bias(self, y)
 
 
 def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
