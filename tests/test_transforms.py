@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from nirgan_jax import transforms
+
+
+def test_area_resample_equals_block_means_for_integer_factors():
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0, 1, (12, 8, 3)).astype(np.float32)
+  out = transforms.area_resample(image, 4)
+  assert out.shape == (3, 2, 3)
+  expected = image.reshape(3, 4, 2, 4, 3).mean(axis=(1, 3))
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_area_resample_non_integer_factor_on_a_known_pattern():
+  """6 m -> 10 m (factor 5/3) on a 1-D ramp: each output is the exact mean over its span."""
+  ramp = np.arange(10, dtype=np.float32)[None, :, None].repeat(5, axis=0)  # x = column index
+  out = transforms.area_resample(ramp, 10 / 6)
+  assert out.shape == (3, 6, 1)
+  # Output cell i spans [i f, (i + 1) f) with f = 5/3; the mean of a step function x = floor(t)
+  # over that span, computed by integrating the steps.
+  f = 10 / 6
+  for i in range(6):
+    a, b = i * f, (i + 1) * f
+    cells = np.arange(10)
+    overlap = np.clip(np.minimum(b, cells + 1) - np.maximum(a, cells), 0, None)
+    assert out[0, i, 0] == pytest.approx(float((overlap * cells).sum() / f), rel=1e-6)
+
+
+def test_area_resample_preserves_the_mean_and_does_not_alias():
+  # A checkerboard at the Nyquist frequency: strided subsampling keeps one colour, area
+  # averaging gives the mean grey.
+  board = (np.indices((16, 16)).sum(axis=0) % 2).astype(np.float32)[..., None]
+  out = transforms.area_resample(board, 2)
+  np.testing.assert_allclose(out, 0.5)
+  assert board[::2, ::2].mean() == 0.0
+
+
+def test_area_resample_refuses_upsampling():
+  with pytest.raises(ValueError, match="coarsening"):
+    transforms.area_resample(np.zeros((4, 4, 1)), 0.5)
+
+
+def test_crop_or_pad_reflects_small_images():
+  image = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
+  out = transforms.crop_or_pad(image, 6, 0, 0)
+  assert out.shape == (6, 6, 1)
+  np.testing.assert_array_equal(out[1:4, 1:5, 0], image[..., 0])  # centred, reflected around
+
+
+def test_dihedral_group_and_reflectance():
+  image = np.arange(6).reshape(2, 3, 1)
+  seen = {transforms.dihedral(image, k, f).tobytes() + bytes(transforms.dihedral(
+      image, k, f).shape) for k in range(4) for f in (False, True)}
+  assert len(seen) == 8
+  stored = np.array([0, 5000, 10000, 20000], np.uint16)
+  np.testing.assert_allclose(transforms.to_reflectance(stored), [0, 0.5, 1, 1])
+  assert not np.isnan(transforms.to_reflectance(np.array([np.nan]))).any()
+
+
+def test_choose_gsd_respects_prob_native():
+  rng = np.random.default_rng(0)
+  picks = [transforms.choose_gsd(rng, 2.5, (5.0, 10.0), 0.25) for _ in range(4000)]
+  share_native = picks.count(2.5) / len(picks)
+  assert share_native == pytest.approx(0.25, abs=0.03)
+  assert set(picks) == {2.5, 5.0, 10.0}
+  assert transforms.choose_gsd(rng, 30.0, (10.0,), 0.0) == 30.0  # never finer than native
