@@ -1,0 +1,175 @@
+"""Grain input pipeline over the TFDS ArrayRecord datasets of ``data_prep``.
+
+Training, per source::
+
+    tfds.data_source -> MapDataset -> shuffle(seed) -> repeat
+        -> random_map(resolution, crop, flips/rotations, scale) -> [process_index::process_count]
+
+then the sources are mixed by weight (``MapDataset.mix``), batched per host and
+read with threads and, optionally, worker processes. Every random choice comes
+from Grain's per-record generator (seeded by (seed, index)), so batches are the
+same with 0 or N workers and after a checkpoint restore. The per-example
+randomness is drawn before the per-process slice, so an example gets the same
+crop and resolution whatever the number of hosts, and the global order does not
+depend on it either.
+
+``MapDataset.mix`` is used rather than ``IterDataset.mix`` because it keeps the
+pipeline index-addressable: its checkpoint state is one position, restored
+exactly. The mixture is a deterministic function of the weights, so a run must
+resume with the weights it started with (the training loop stores them with the
+checkpoint and refuses a change).
+
+Evaluation: one pass in order, no augmentation, centre crop at native resolution
+(unless configured), the last batch padded and masked so every example counts once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from data_prep import contract
+from nirgan_jax import transforms
+
+
+class MissingDataError(FileNotFoundError):
+  """A configured source has no built dataset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+  """One training or evaluation source (a ``config.data.sources`` entry)."""
+
+  name: str  # TFDS "<dataset>/<config>", e.g. "s2_100k/default"
+  data_dir: str
+  split: str = "train"
+  weight: float = 1.0
+  native_gsd_m: float = 10.0
+  derived_gsd_m: tuple[float, ...] = ()
+  prob_native: float = 1.0
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict | dict) -> SourceSpec:
+    cfg = dict(cfg)
+    cfg["derived_gsd_m"] = tuple(float(g) for g in cfg.get("derived_gsd_m", ()))
+    unknown = set(cfg) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown source keys {sorted(unknown)} in {cfg.get('name', cfg)}")
+    return cls(**cfg)
+
+
+def open_source(spec: SourceSpec):
+  """The TFDS data source of ``spec``, or a clear error naming the command that builds it."""
+  import tensorflow_datasets as tfds
+
+  try:
+    return tfds.data_source(spec.name, split=spec.split, data_dir=spec.data_dir,
+                            download=False)
+  except (KeyError, ValueError, AssertionError, FileNotFoundError,
+          tfds.core.registered.DatasetNotFoundError) as e:
+    dataset, _, config = spec.name.partition("/")
+    raise MissingDataError(
+        f"source {spec.name!r} split {spec.split!r} is not built in {spec.data_dir} ({e}). "
+        f"Build it with: python -m data_prep.build {dataset} "
+        f"{'--config ' + config + ' ' if config else ''}--manual_dir RAW "
+        f"--data_dir {spec.data_dir}") from e
+
+
+class ExampleTransform(grain.transforms.RandomMap):
+  """Stored example -> model input at a chosen resolution, cropped and augmented.
+
+  The resolution is chosen first; a window of ``ceil(image_size * factor)`` native
+  pixels is cut and area-averaged by ``factor`` (cheaper than resampling the whole
+  patch, and still the exact mean of the native pixels), then fitted to
+  ``image_size`` (reflect padding if the derived patch is smaller).
+  """
+
+  def __init__(self, spec: SourceSpec, image_size: int, augment: bool,
+               multiscale: bool | None = None):
+    self.spec = spec
+    self.image_size = image_size
+    self.augment = augment  # random crop, flips and quarter turns (else centre crop)
+    self.multiscale = augment if multiscale is None else multiscale  # random resolution
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    spec, size = self.spec, self.image_size
+    gsd = (transforms.choose_gsd(rng, spec.native_gsd_m, spec.derived_gsd_m, spec.prob_native)
+           if self.multiscale else spec.native_gsd_m)
+    factor = gsd / spec.native_gsd_m
+    image = np.concatenate([element["rgb"], element["nir"]], axis=-1)
+    height, width = image.shape[:2]
+    window = min(math.ceil(size * factor), height), min(math.ceil(size * factor), width)
+    if self.augment:
+      top = int(rng.integers(0, height - window[0] + 1))
+      left = int(rng.integers(0, width - window[1] + 1))
+    else:
+      top, left = (height - window[0]) // 2, (width - window[1]) // 2
+    image = transforms.to_reflectance(image[top:top + window[0], left:left + window[1]])
+    if factor > 1:
+      image = transforms.area_resample(image, factor)
+    h, w = image.shape[:2]
+    if self.augment:
+      top, left = transforms.random_crop_offsets(rng, h, w, size)
+    else:
+      top, left = max(0, h - size) // 2, max(0, w - size) // 2
+    image = transforms.crop_or_pad(image, size, top, left)
+    if self.augment:
+      image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
+    image = np.ascontiguousarray(image, np.float32)
+    return {
+        "rgb": image[..., :3],
+        "nir": image[..., 3:],
+        "lonlat": np.array([element["lon"], element["lat"]], np.float32),
+        "gsd_m": np.float32(gsd),
+        "sensor_id": np.int32(contract.sensor_id(_text(element["sensor"]))),
+    }
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def source_dataset(spec: SourceSpec, image_size: int, seed: int, process_index: int,
+                   process_count: int, augment: bool = True) -> grain.MapDataset:
+  """One source, shuffled, repeated and sliced for this process (training order)."""
+  dataset = grain.MapDataset.source(open_source(spec)).shuffle(seed=seed).repeat()
+  dataset = dataset.random_map(ExampleTransform(spec, image_size, augment), seed=seed)
+  return dataset[process_index::process_count]
+
+
+def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_size: int,
+                  seed: int, process_index: int = 0, process_count: int = 1,
+                  augment: bool = True) -> grain.MapDataset:
+  """Mixed, batched training dataset of this process: ``global_batch_size / process_count``
+  rows per batch. Each source gets its own seed offset so they shuffle independently."""
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch {global_batch_size} does not divide over "
+                     f"{process_count} processes")
+  datasets = [source_dataset(spec, image_size, seed + i, process_index, process_count, augment)
+              for i, spec in enumerate(specs)]
+  weights = [spec.weight for spec in specs]
+  if any(w <= 0 for w in weights):
+    raise ValueError(f"source weights must be positive, got {weights}")
+  mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
+  return mixed.batch(global_batch_size // process_count, drop_remainder=True)
+
+
+def make_iterator(dataset: grain.MapDataset, read_threads: int = 8, prefetch_buffer: int = 64,
+                  workers: int = 0, per_worker_buffer: int = 2):
+  """A checkpointable iterator (``get_state``/``set_state``) over ``dataset``.
+
+  Buffers are sized for ~512 KB records: the Grain default (16 threads, 500 buffered)
+  holds ~250 MB per host.
+  """
+  iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                                       prefetch_buffer_size=prefetch_buffer))
+  if workers > 0:
+    iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=per_worker_buffer))
+  return iter(iterable)
