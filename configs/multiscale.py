@@ -29,4 +29,31 @@ def get_config() -> ml_collections.ConfigDict:
       ndvi=0.33, ndwi=0.33, evi=0.33, savi=0.0, msavi=0.0, gndvi=0.0))
 
   config.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
+
+  # Input pipeline (nirgan_jax/input_pipeline.py). Sources are mixed by weight; the seed's
+  # patch counts: Landsat-8 20k, Sentinel-2 75k, SPOT-6 15k, NAIP 35k. Each example is shown
+  # at its native ground sampling distance with prob_native, else at one of derived_gsd_m
+  # (area-averaged). Build the datasets with `python -m data_prep.build`.
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = "~/tensorflow_datasets"
+  config.data.image_size = 256
+  config.data.batch_size_per_device = 8
+  config.data.sources = [
+      source("landsat8/rgbn_toa", 20_000, 30.0, (), 1.0),
+      source("s2_100k/default", 75_000, 10.0, (30.0,), 0.8),
+      source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 10.0), 0.25),
+      source("sen2naip/hr", 35_000, 2.5, (5.0, 10.0, 30.0), 0.5),
+  ]
+  config.data.train_split = "train"
+  config.data.eval_split = "validation"
+  config.data.read_threads = 8
+  config.data.prefetch_buffer = 64  # batches of ~512 KB records: the Grain default is 500
+  config.data.workers = 0  # worker processes per host (mp_prefetch)
+  config.data.per_worker_buffer = 2
   return config
+
+
+def source(name: str, weight: float, native_gsd_m: float, derived_gsd_m: tuple,
+           prob_native: float) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(name=name, weight=weight, native_gsd_m=native_gsd_m,
+                                        derived_gsd_m=derived_gsd_m, prob_native=prob_native))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,13 @@ class SourceSpec:
     if unknown:
       raise ValueError(f"unknown source keys {sorted(unknown)} in {cfg.get('name', cfg)}")
     return cls(**cfg)
+
+
+def source_specs(data_cfg: ml_collections.ConfigDict, split: str) -> list[SourceSpec]:
+  """``config.data.sources`` as specs for ``split``, rooted at ``config.data.data_dir``."""
+  data_dir = os.path.expanduser(data_cfg.data_dir)
+  return [SourceSpec.from_config({"data_dir": data_dir, "split": split, **dict(source)})
+          for source in data_cfg.sources]
 
 
 def open_source(spec: SourceSpec):
@@ -173,3 +181,36 @@ def make_iterator(dataset: grain.MapDataset, read_threads: int = 8, prefetch_buf
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=per_worker_buffer))
   return iter(iterable)
+
+
+def eval_dataset(specs: Sequence[SourceSpec], image_size: int) -> grain.MapDataset:
+  """Every example of every source once, in order, centre-cropped at native resolution."""
+  datasets = [grain.MapDataset.source(open_source(spec)).random_map(
+      ExampleTransform(spec, image_size, augment=False), seed=0) for spec in specs]
+  return datasets[0] if len(datasets) == 1 else grain.MapDataset.concatenate(datasets)
+
+
+def eval_batches(dataset: grain.MapDataset, global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1):
+  """Yields this process's batches of one evaluation pass, each with a ``mask`` (1 = real).
+
+  Examples are dealt round-robin to processes; every process yields the same number of
+  batches (padded with zero rows, mask 0), as a collective eval step needs, and every
+  example is in exactly one batch of one process.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch {global_batch_size} does not divide over "
+                     f"{process_count} processes")
+  local = global_batch_size // process_count
+  per_process = math.ceil(len(dataset) / process_count)
+  mine = list(range(process_index, len(dataset), process_count))
+  template = None
+  for start in range(0, per_process, local):
+    rows = [dataset[i] for i in mine[start:start + local]]
+    template = template or (rows[0] if rows else dataset[0])
+    mask = np.zeros(local, np.float32)
+    mask[:len(rows)] = 1.0
+    rows += [{k: np.zeros_like(v) for k, v in template.items()}] * (local - len(rows))
+    batch = {key: np.stack([row[key] for row in rows]) for key in template}
+    batch["mask"] = mask
+    yield batch

@@ -143,3 +143,33 @@ def test_real_s2_100k_values_through_the_pipeline(tmp_path):
       np.testing.assert_allclose(out["rgb"][row, col], np.clip(bands[:3, row, col], 0, 1),
                                  rtol=1e-6)
       assert out["nir"][row, col, 0] == pytest.approx(min(bands[3, row, col], 1.0), rel=1e-6)
+
+
+def test_eval_pass_counts_every_example_once_across_hosts(demo_dirs):
+  specs = _specs(demo_dirs)
+  dataset = ip.eval_dataset(specs, IMAGE)
+  total = len(dataset)
+  seen, batch_counts = [], []
+  for process_index in range(2):
+    batches = list(ip.eval_batches(dataset, 6, process_index, 2))
+    batch_counts.append(len(batches))
+    for batch in batches:
+      assert batch["rgb"].shape == (3, IMAGE, IMAGE, 3)
+      seen += [tuple(batch["lonlat"][i]) for i in range(3) if batch["mask"][i] == 1]
+      assert np.all(batch["rgb"][batch["mask"] == 0] == 0)
+  assert batch_counts[0] == batch_counts[1]
+  assert len(seen) == total == len(set(seen))
+  # No augmentation: the same example gives the same pixels every pass.
+  np.testing.assert_array_equal(dataset[0]["rgb"], dataset[0]["rgb"])
+
+
+def test_multiscale_config_sources_parse():
+  from conftest import load_config
+
+  config = load_config("multiscale")
+  specs = ip.source_specs(config.data, "train")
+  assert [s.weight for s in specs] == [20_000, 75_000, 15_000, 35_000]
+  assert all(s.split == "train" and not s.data_dir.startswith("~") for s in specs)
+  assert specs[3].derived_gsd_m == (5.0, 10.0, 30.0)
+  with pytest.raises(ValueError, match="unknown source keys"):
+    ip.SourceSpec.from_config({"name": "x", "data_dir": "", "weigth": 1.0})
