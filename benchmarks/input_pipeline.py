@@ -1,0 +1,60 @@
+"""Input pipeline throughput: samples/s of the training pipeline at 256 px from a generated
+S2-like ArrayRecord dataset (the demo builder at 256 px, multi-scale on), with 0 and with 2
+worker processes, and peak RSS.
+
+    python benchmarks/input_pipeline.py [--examples 200] [--batches 40] [--workers 0 2]
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, sys.path[0] is benchmarks/, where data_prep.py would shadow the
+# `data_prep` package: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+from absl import flags  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from data_prep import build  # noqa: E402
+from nirgan_jax import input_pipeline as ip  # noqa: E402
+
+BATCH = 16
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--examples", type=int, default=200)
+  parser.add_argument("--batches", type=int, default=40)
+  parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+  args = parser.parse_args()
+  flags.FLAGS.mark_as_parsed()  # mp_prefetch reads absl flags
+  cores = len(os.sched_getaffinity(0))
+  runs = []
+  with tempfile.TemporaryDirectory() as tmp:
+    builder, _ = build.build("nirgan_demo", tmp, extra={"num_examples": args.examples})
+    spec = ip.SourceSpec(name=f"nirgan_demo/{builder.builder_config.name}", data_dir=tmp,
+                         native_gsd_m=10.0, derived_gsd_m=(20.0, 30.0), prob_native=0.5)
+    dataset = ip.train_dataset([spec], 256, global_batch_size=BATCH, seed=0)
+    for workers in args.workers:
+      iterator = ip.make_iterator(dataset, workers=workers)
+      next(iterator)  # start-up (worker processes, first reads) is not throughput
+      start = time.perf_counter()
+      for _ in range(args.batches):
+        next(iterator)
+      seconds = time.perf_counter() - start
+      samples_per_s = args.batches * BATCH / seconds
+      runs.append({"workers": workers, "samples_per_s": round(samples_per_s, 1),
+                   "samples_per_s_per_core": round(samples_per_s / cores, 1)})
+  common.emit({"benchmark": "input_pipeline", "image_size": 256, "batch": BATCH,
+               "cores": cores, "runs": runs, "peak_rss_mb": round(common.peak_rss_mb(), 1)})
+
+
+if __name__ == "__main__":
+  main()
