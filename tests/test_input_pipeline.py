@@ -173,3 +173,35 @@ def test_multiscale_config_sources_parse():
   assert specs[3].derived_gsd_m == (5.0, 10.0, 30.0)
   with pytest.raises(ValueError, match="unknown source keys"):
     ip.SourceSpec.from_config({"name": "x", "data_dir": "", "weigth": 1.0})
+
+
+def test_iterator_state_round_trips_through_orbax(demo_dirs, tmp_path):
+  import grain
+  import orbax.checkpoint as ocp
+
+  def make():
+    return ip.make_iterator(ip.train_dataset(_specs(demo_dirs), IMAGE, global_batch_size=4,
+                                             seed=9))
+
+  iterator = make()
+  _batches(iterator, 3)
+  checkpointer = ocp.Checkpointer(grain.checkpoint.CheckpointHandler())
+  checkpointer.save(tmp_path / "data_iter", args=grain.checkpoint.CheckpointSave(iterator))
+  expected = _batches(iterator, 2)
+  restored = make()
+  checkpointer.restore(tmp_path / "data_iter", args=grain.checkpoint.CheckpointRestore(restored))
+  for a, b in zip(expected, _batches(restored, 2), strict=True):
+    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+
+
+def test_host_batches_become_one_global_array(demo_dirs):
+  import jax
+
+  from nirgan_jax import mesh as mesh_lib
+
+  mesh = mesh_lib.make_data_mesh()
+  batch = ip.train_dataset(_specs(demo_dirs), IMAGE, global_batch_size=8, seed=0)[0]
+  sharded = mesh_lib.shard_batch(mesh, batch)
+  assert sharded["rgb"].shape == (8, IMAGE, IMAGE, 3)
+  assert len(sharded["rgb"].sharding.device_set) == jax.device_count() == 4
+  np.testing.assert_array_equal(np.asarray(sharded["nir"]), batch["nir"])
