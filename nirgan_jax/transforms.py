@@ -40,6 +40,10 @@ def area_resample(image: np.ndarray, factor: float) -> np.ndarray:
   out_h, out_w = max(1, round(height / factor)), max(1, round(width / factor))
   if (out_h, out_w) == (height, width):
     return image.astype(np.float32)
+  if float(factor).is_integer() and height % factor == 0 and width % factor == 0:
+    f = int(factor)  # whole blocks: the same means, several times faster
+    blocks = image.astype(np.float32).reshape(out_h, f, out_w, f, image.shape[-1])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
   rows = area_weights(height, out_h).astype(np.float32)
   cols = area_weights(width, out_w).astype(np.float32)
   return np.einsum("ih,hwc,jw->ijc", rows, image.astype(np.float32), cols, optimize=True)
@@ -70,8 +74,11 @@ def dihedral(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 def to_reflectance(stored: np.ndarray) -> np.ndarray:
   """Stored uint16 (x 10000) or float DN -> float32 reflectance clipped to [0, 1], NaN-free."""
-  reflectance = np.asarray(stored, np.float32) / REFLECTANCE_SCALE
-  return np.clip(np.nan_to_num(reflectance, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+  stored = np.asarray(stored)
+  reflectance = stored.astype(np.float32) / np.float32(REFLECTANCE_SCALE)
+  if not np.issubdtype(stored.dtype, np.integer):  # only floats can hold NaN or inf
+    reflectance = np.nan_to_num(reflectance, nan=0.0, posinf=1.0, neginf=0.0)
+  return np.clip(reflectance, 0.0, 1.0, out=reflectance)
 
 
 def choose_gsd(rng: np.random.Generator, native_gsd: float, derived_gsd: tuple[float, ...],

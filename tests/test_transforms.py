@@ -11,6 +11,9 @@ def test_area_resample_equals_block_means_for_integer_factors():
   assert out.shape == (3, 2, 3)
   expected = image.reshape(3, 4, 2, 4, 3).mean(axis=(1, 3))
   np.testing.assert_allclose(out, expected, rtol=1e-6)
+  # The general weight matrices (used for non-integer factors) give the same block means.
+  rows, cols = transforms.area_weights(12, 3), transforms.area_weights(8, 2)
+  np.testing.assert_allclose(np.einsum("ih,hwc,jw->ijc", rows, image, cols), expected, rtol=1e-6)
 
 
 def test_area_resample_non_integer_factor_on_a_known_pattern():
