@@ -16,8 +16,8 @@ depend on it either.
 ``MapDataset.mix`` is used rather than ``IterDataset.mix`` because it keeps the
 pipeline index-addressable: its checkpoint state is one position, restored
 exactly. The mixture is a deterministic function of the weights, so a run must
-resume with the weights it started with (the training loop stores them with the
-checkpoint and refuses a change).
+resume with the weights it started with: ``pipeline_fingerprint`` is saved with a
+checkpoint and ``check_resumable`` refuses a changed one, naming what changed.
 
 Evaluation: one pass in order, no augmentation, centre crop at native resolution
 (unless configured), the last batch padded and masked so every example counts once.
@@ -26,6 +26,7 @@ Evaluation: one pass in order, no augmentation, centre crop at native resolution
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -214,3 +215,36 @@ def eval_batches(dataset: grain.MapDataset, global_batch_size: int, process_inde
     batch = {key: np.stack([row[key] for row in rows]) for key in template}
     batch["mask"] = mask
     yield batch
+
+
+def pipeline_fingerprint(specs: Sequence[SourceSpec], image_size: int, global_batch_size: int,
+                         seed: int) -> dict[str, Any]:
+  """What fixes the training order: saved with a checkpoint, compared on resume.
+
+  ``data_dir`` is left out (a dataset may move); everything that changes which example or
+  which random draw comes next is in.
+  """
+  return {
+      "image_size": image_size, "global_batch_size": global_batch_size, "seed": seed,
+      "sources": [{k: v for k, v in dataclasses.asdict(s).items() if k != "data_dir"}
+                  for s in specs],
+  }
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+  """Raises if a checkpoint's pipeline differs from the configured one: a saved iterator
+  position only means the same thing for the same sources, weights, batch and seed."""
+  saved = json_round_trip(saved)
+  current = json_round_trip(current)
+  if saved == current:
+    return
+  changes = [f"{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
+             for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+  raise ValueError("the input pipeline differs from the checkpoint's, so its saved position "
+                   "would not resume the same sequence (start a new workdir, or restore the "
+                   "old settings):\n  " + "\n  ".join(changes))
+
+
+def json_round_trip(value: Any) -> Any:
+  """Tuples become lists, as they do in the JSON a checkpoint stores."""
+  return json.loads(json.dumps(value))

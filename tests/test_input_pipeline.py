@@ -205,3 +205,14 @@ def test_host_batches_become_one_global_array(demo_dirs):
   assert sharded["rgb"].shape == (8, IMAGE, IMAGE, 3)
   assert len(sharded["rgb"].sharding.device_set) == jax.device_count() == 4
   np.testing.assert_array_equal(np.asarray(sharded["nir"]), batch["nir"])
+
+
+def test_resume_with_changed_weights_fails_clearly(demo_dirs):
+  specs = _specs(demo_dirs)
+  saved = ip.pipeline_fingerprint(specs, IMAGE, 8, 0)
+  ip.check_resumable(ip.json_round_trip(saved), ip.pipeline_fingerprint(specs, IMAGE, 8, 0))
+  changed = _specs(demo_dirs, weights=(0.5, 0.5))
+  with pytest.raises(ValueError, match="sources: checkpoint"):
+    ip.check_resumable(saved, ip.pipeline_fingerprint(changed, IMAGE, 8, 0))
+  with pytest.raises(ValueError, match="global_batch_size"):
+    ip.check_resumable(saved, ip.pipeline_fingerprint(specs, IMAGE, 16, 0))
