@@ -38,12 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = "~/tensorflow_datasets"
   config.data.image_size = 256
   config.data.batch_size_per_device = 8
-  config.data.sources = [
-      source("landsat8/rgbn_toa", 20_000, 30.0, (), 1.0),
-      source("s2_100k/default", 75_000, 10.0, (30.0,), 0.8),
-      source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 10.0), 0.25),
-      source("sen2naip/hr", 35_000, 2.5, (5.0, 10.0, 30.0), 0.5),
-  ]
+  # Keyed by a short name (sorted by it), so each knob overrides on the command line, e.g.
+  # --config.data.sources.naip.weight=50000.
+  config.data.sources = ml_collections.ConfigDict(dict(
+      landsat8=source("landsat8/rgbn_toa", 20_000, 30.0, (), 1.0),
+      naip=source("sen2naip/hr", 35_000, 2.5, (5.0, 10.0, 30.0), 0.5),
+      sentinel2=source("s2_100k/default", 75_000, 10.0, (30.0,), 0.8),
+      spot6=source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 10.0), 0.25),
+  ))
   config.data.train_split = "train"
   config.data.eval_split = "validation"
   config.data.read_threads = 8

@@ -4,7 +4,7 @@ A source subclasses ``PatchBuilder`` and implements two methods:
 
 * ``_discover(manual_dir) -> list[SourceItem]``: the inputs (files, archive members)
   with their split, found in the user's local copy of the raw archive;
-* ``_patches(item) -> Iterator[Patch | Skip]``: the patches of one input.
+* ``_patches(item) -> Iterator[Patch]``: the patches of one input.
 
 Everything else (features, splits, progress, the nodata threshold, the skip report,
 unique keys) lives here. An input that raises ``SkipItem`` is recorded with its
@@ -63,14 +63,6 @@ class Patch:
         "source_id": self.source_id,
         "date": self.date,
     }
-
-
-@dataclasses.dataclass(frozen=True)
-class Skip:
-  """A patch (not a whole input) left out, and why."""
-
-  source_id: str
-  reason: str
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -156,9 +148,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       return [("skip", item.source, e.reason)]
     records = []
     for patch in patches:
-      if isinstance(patch, Skip):
-        records.append(("skip", patch.source_id, patch.reason))
-      elif patch.invalid_share > self.builder_config.max_invalid_share:
+      if patch.invalid_share > self.builder_config.max_invalid_share:
         records.append(("skip", patch.source_id,
                         f"nodata/NaN share {patch.invalid_share:.1%} exceeds "
                         f"{self.builder_config.max_invalid_share:.1%}"))
@@ -220,7 +210,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _discover(self, manual_dir: Path | None) -> list[SourceItem]:
     raise NotImplementedError
 
-  def _patches(self, item: SourceItem) -> Iterator[Patch | Skip]:
+  def _patches(self, item: SourceItem) -> Iterator[Patch]:
     raise NotImplementedError
 
 

@@ -33,6 +33,7 @@ from nirgan_jax.mesh import batch_sharded, replicated
 from nirgan_jax.models import layers
 
 TrainState = train_state.TrainState
+STEP_SECTIONS = ("pad", "compute_dtype", "model", "satclip", "loss", "optim")
 Batch = dict[str, jax.Array]
 
 
@@ -64,7 +65,10 @@ class NIRGAN:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> NIRGAN:
-    frozen = ml_collections.FrozenConfigDict(config)
+    # Only the sections the networks and the step read: hashable, and a change elsewhere
+    # (data, logging) does not retrace the step.
+    frozen = ml_collections.FrozenConfigDict(
+        {key: config[key] for key in STEP_SECTIONS if key in config})
     encoder = models.build_location_encoder(config) if models.uses_location(config) else None
     return cls(frozen, models.build_generator(config), models.build_discriminator(config),
                encoder)

@@ -67,10 +67,11 @@ class SourceSpec:
 
 
 def source_specs(data_cfg: ml_collections.ConfigDict, split: str) -> list[SourceSpec]:
-  """``config.data.sources`` as specs for ``split``, rooted at ``config.data.data_dir``."""
+  """``config.data.sources`` (short name -> source) as specs for ``split``, in name order,
+  rooted at ``config.data.data_dir``."""
   data_dir = os.path.expanduser(data_cfg.data_dir)
-  return [SourceSpec.from_config({"data_dir": data_dir, "split": split, **dict(source)})
-          for source in data_cfg.sources]
+  return [SourceSpec.from_config({"data_dir": data_dir, "split": split, **source.to_dict()})
+          for _, source in sorted(data_cfg.sources.items())]
 
 
 def open_source(spec: SourceSpec):

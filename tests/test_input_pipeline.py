@@ -168,9 +168,11 @@ def test_multiscale_config_sources_parse():
 
   config = load_config("multiscale")
   specs = ip.source_specs(config.data, "train")
-  assert [s.weight for s in specs] == [20_000, 75_000, 15_000, 35_000]
+  by_name = {s.name: s for s in specs}
+  assert [by_name[n].weight for n in ("landsat8/rgbn_toa", "s2_100k/default", "worldstrat/hr",
+                                      "sen2naip/hr")] == [20_000, 75_000, 15_000, 35_000]
   assert all(s.split == "train" and not s.data_dir.startswith("~") for s in specs)
-  assert specs[3].derived_gsd_m == (5.0, 10.0, 30.0)
+  assert by_name["sen2naip/hr"].derived_gsd_m == (5.0, 10.0, 30.0)
   with pytest.raises(ValueError, match="unknown source keys"):
     ip.SourceSpec.from_config({"name": "x", "data_dir": "", "weigth": 1.0})
 
