@@ -52,6 +52,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch_buffer = 64  # batches of ~512 KB records: the Grain default is 500
   config.data.workers = 0  # worker processes per host (mp_prefetch)
   config.data.per_worker_buffer = 2
+  config.data.build_missing = False  # build generated sources (the demo) if absent
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_train_steps=500_000,
+      log_every=100,
+      eval_every=5_000,  # evaluation and checkpoint
+      eval_ssim_window=11,
+      keep_best=3,  # checkpoints kept by val L1, besides the latest
+      on_nonfinite="skip",  # skip | halt: what a NaN/inf loss does (never saved either way)
+  ))
   return config
 
 

@@ -52,7 +52,7 @@ class SourceSpec:
   data_dir: str
   split: str = "train"
   weight: float = 1.0
-  native_gsd_m: float = 10.0
+  native_gsd_m: float = 10.0  # 0: each example's stored gsd_m (sources mixing sensors)
   derived_gsd_m: tuple[float, ...] = ()
   prob_native: float = 1.0
 
@@ -109,9 +109,10 @@ class ExampleTransform(grain.transforms.RandomMap):
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     spec, size = self.spec, self.image_size
-    gsd = (transforms.choose_gsd(rng, spec.native_gsd_m, spec.derived_gsd_m, spec.prob_native)
-           if self.multiscale else spec.native_gsd_m)
-    factor = gsd / spec.native_gsd_m
+    native = spec.native_gsd_m or float(element["gsd_m"])  # 0: the example's own
+    gsd = (transforms.choose_gsd(rng, native, spec.derived_gsd_m, spec.prob_native)
+           if self.multiscale else native)
+    factor = gsd / native
     image = np.concatenate([element["rgb"], element["nir"]], axis=-1)
     height, width = image.shape[:2]
     window = min(math.ceil(size * factor), height), min(math.ceil(size * factor), width)
