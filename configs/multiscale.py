@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
       ndvi=0.33, ndwi=0.33, evi=0.33, savi=0.0, msavi=0.0, gndvi=0.0))
 
   config.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
+  # ReduceLROnPlateau on val L1 for G and D (PyTorch semantics). The original configures
+  # factor 0.5 but never passes it, so it ran with PyTorch's default 0.1: kept here.
+  config.optim.plateau = ml_collections.ConfigDict(dict(
+      factor=0.1, patience=5, threshold=1e-4, min_lr=0.0))
 
   # Input pipeline (nirgan_jax/input_pipeline.py). Sources are mixed by weight; the seed's
   # patch counts: Landsat-8 20k, Sentinel-2 75k, SPOT-6 15k, NAIP 35k. Each example is shown

@@ -22,6 +22,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from data_prep import contract
 from nirgan_jax import checkpointing, gan_step, input_pipeline, model_io, models
 from nirgan_jax import mesh as mesh_lib
+from nirgan_jax.schedules import Plateau
 
 MODEL_INPUTS = ("rgb", "nir", "lonlat")
 NONFINITE_MODES = ("skip", "halt")
@@ -44,6 +45,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       ("loss.gan_mode", config.loss.gan_mode in ("lsgan", "vanilla")),
       ("loss.rs_criterion", config.loss.rs_criterion in ("l1", "l2")),
       ("optim.lr", config.optim.lr > 0),
+      ("optim.plateau.factor", 0 < config.optim.plateau.factor < 1),
+      ("optim.plateau.patience", config.optim.plateau.patience >= 0),
       ("data.image_size", config.data.image_size > 0 and config.data.image_size % 4 == 0),
       ("data.batch_size_per_device", config.data.batch_size_per_device > 0),
       ("pad", 0 <= config.pad < config.data.image_size),
@@ -144,12 +147,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                                     config.seed)
 
   manager = checkpointing.make_manager(workdir / "checkpoints", config.train.keep_best)
+  plateau = Plateau(lr=config.optim.lr, **config.optim.plateau.to_dict())
   start_step = 0
   if manager.latest_step() is not None:
     start_step = manager.latest_step()
     g_state, d_state, metadata = checkpointing.restore(manager, start_step, g_state, d_state,
                                                        train_iter)
     input_pipeline.check_resumable(metadata["pipeline"], fingerprint)
+    plateau = Plateau.from_state_dict(metadata["plateau"])  # its lr is in the opt states
     logging.info("resumed from step %d in %s", start_step, workdir)
 
   writer = metric_writers.create_default_writer(str(workdir),
@@ -185,7 +190,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       eval_metrics = evaluate(eval_step, g_state.params, satclip_params, eval_data, mesh,
                               global_batch)
       writer.write_scalars(step, eval_metrics)
-      metadata = {"config": json.loads(config.to_json_best_effort()), "pipeline": fingerprint}
+      lr = plateau.lr
+      if plateau.update(eval_metrics[checkpointing.VAL_METRIC]) != lr:
+        logging.info("val L1 plateaued: learning rate %g -> %g at step %d", lr, plateau.lr, step)
+        g_state = gan_step.with_learning_rate(g_state, plateau.lr)
+        d_state = gan_step.with_learning_rate(d_state, plateau.lr)
+      metadata = {"config": json.loads(config.to_json_best_effort()), "pipeline": fingerprint,
+                  "plateau": plateau.state_dict()}
       checkpointing.save(manager, step, g_state, d_state, train_iter, metadata,
                          {checkpointing.VAL_METRIC: eval_metrics[checkpointing.VAL_METRIC]})
   manager.wait_until_finished()

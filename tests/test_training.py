@@ -36,9 +36,26 @@ def _event_tags(workdir):
   return tags
 
 
+def plateau_every_eval(config):
+  """Threshold 1 makes every evaluation "no better", patience 0 acts on it at once."""
+  config.optim.plateau.update(dict(threshold=1.0, patience=0, factor=0.5))
+  return config
+
+
+def _scalars(workdir, tag):
+  values = {}
+  for path in glob.glob(str(workdir / "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
 def test_train_evaluate_checkpoint_and_resume(tmp_path):
   workdir = tmp_path / "run"
-  metrics = training.train_and_evaluate(demo_config(tmp_path / "tfds", steps=4), str(workdir))
+  metrics = training.train_and_evaluate(
+      plateau_every_eval(demo_config(tmp_path / "tfds", steps=4)), str(workdir))
   assert np.isfinite(metrics["val_l1"]) and any(k.startswith("val_psnr/") for k in metrics)
   tags = _event_tags(workdir)
   assert {"train/g_l1", "train/d_total", "train/g_lr", "val_l1", "val_ssim"} <= tags
@@ -47,11 +64,23 @@ def test_train_evaluate_checkpoint_and_resume(tmp_path):
   assert steps[-1] == 4
 
   # Resume: the same workdir continues from step 4 to 6 instead of starting over.
-  resumed = training.train_and_evaluate(demo_config(tmp_path / "tfds", steps=6), str(workdir))
+  resumed = training.train_and_evaluate(
+      plateau_every_eval(demo_config(tmp_path / "tfds", steps=6)), str(workdir))
   assert np.isfinite(resumed["val_l1"])
   steps = sorted(int(p.split("/")[-1]) for p in glob.glob(str(workdir / "checkpoints" / "*"))
                  if p.split("/")[-1].isdigit())
   assert steps[-1] == 6
+
+  # The plateau schedule halved the learning rate at each of the 3 evaluations (steps 2, 4, 6),
+  # across the resume: its state travels in the checkpoint, the rate in the optimizer states.
+  import orbax.checkpoint as ocp
+
+  meta = ocp.CheckpointManager(workdir / "checkpoints").restore(
+      6, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
+  assert meta["plateau"]["lr"] == pytest.approx(2e-4 / 8)
+  lrs = _scalars(workdir, "train/g_lr")
+  assert lrs[1] == pytest.approx(2e-4) and lrs[3] == pytest.approx(1e-4)
+  assert lrs[5] == pytest.approx(5e-5)
 
   # A different pipeline cannot resume that run.
   changed = demo_config(tmp_path / "tfds", steps=8)
