@@ -18,7 +18,7 @@ import datetime
 
 import numpy as np
 import tensorflow_datasets as tfds
-from scipy import ndimage, spatial
+from scipy import ndimage, spatial, stats
 
 from data_prep import splits
 from data_prep.builder import Patch, PatchBuilder, PatchBuilderConfig, SourceItem
@@ -113,9 +113,7 @@ def landscape(rng: np.random.Generator, kind: str, size: int, gsd: float) -> np.
 
 def _quantile_threshold(share: float) -> float:
   """Threshold on standard-normal noise above which ``share`` of pixels lie."""
-  from scipy.stats import norm
-
-  return float(norm.ppf(1 - share))
+  return float(stats.norm.ppf(1 - share))
 
 
 def demo_metadata(seed: int, index: int) -> tuple[str, str, float, float, float, str]:
