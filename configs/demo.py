@@ -32,5 +32,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_train_steps = 300
   config.train.log_every = 25
   config.train.eval_every = 100
+  config.train.image_every = 100
   config.train.eval_ssim_window = 7
   return config

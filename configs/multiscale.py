@@ -63,9 +63,17 @@ def get_config() -> ml_collections.ConfigDict:
       log_every=100,
       eval_every=5_000,  # evaluation and checkpoint
       eval_ssim_window=11,
+      image_every=5_000,  # prediction panels in TensorBoard (0: never)
+      num_images=4,  # eval examples shown in the panels
       keep_best=3,  # checkpoints kept by val L1, besides the latest
       on_nonfinite="skip",  # skip | halt: what a NaN/inf loss does (never saved either way)
   ))
+
+  # Fine-tuning: start from these weights instead of random ones (ignored when the workdir
+  # already holds a checkpoint, which is resumed). A model directory (export, import_torch),
+  # an original NIR-GAN .ckpt, or another run's workdir at step `step` (best|latest|N).
+  # The optimizer states start fresh.
+  config.init = ml_collections.ConfigDict(dict(checkpoint="", step="best", discriminator=True))
   return config
 
 

@@ -1,6 +1,9 @@
-"""Orbax checkpoints of a training run: both train states, the Grain iterator, and JSON
-metadata (config, input-pipeline fingerprint), keeping the latest and the best N by
-validation L1."""
+"""Orbax checkpoints of a training run: both train states, the frozen SatCLIP encoder, the
+Grain iterator, and JSON metadata (config, input-pipeline fingerprint, plateau state),
+keeping the latest and the best N by validation L1.
+
+Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,satclip,data_iter,metadata}``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,16 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 VAL_METRIC = "val_l1"
+CHECKPOINTS_DIR = "checkpoints"
+WEIGHT_ITEMS = ("generator", "discriminator", "satclip")
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+  """No checkpoint (or not the requested one) where one was expected."""
 
 
 def make_manager(directory: str | Path, keep_best: int) -> ocp.CheckpointManager:
@@ -23,18 +33,27 @@ def make_manager(directory: str | Path, keep_best: int) -> ocp.CheckpointManager
       ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[VAL_METRIC], reverse=True,
                                     n=keep_best, keep_checkpoints_without_metrics=False),
   ])
-  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+  # best_fn is what makes the manager write each step's metrics to disk (without it they
+  # live only in memory and a resumed run forgets which old checkpoints were best).
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=policy, best_fn=lambda m: m[VAL_METRIC], best_mode="min",
+      create=True)
   return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_iterator,
-         metadata: dict[str, Any], metrics: dict[str, float] | None) -> None:
-  manager.save(step, metrics=metrics, args=ocp.args.Composite(
+def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, satclip_params,
+         data_iterator, metadata: dict[str, Any], metrics: dict[str, float] | None) -> None:
+  """Saves asynchronously. ``satclip_params`` ({} without injection) travel with the run so
+  that export never needs the original SatCLIP file again."""
+  items = dict(
       generator=ocp.args.StandardSave(g_state),
       discriminator=ocp.args.StandardSave(d_state),
       data_iter=grain.checkpoint.CheckpointSave(data_iterator),
       metadata=ocp.args.JsonSave(metadata),
-  ))
+  )
+  if satclip_params:
+    items["satclip"] = ocp.args.StandardSave(satclip_params)
+  manager.save(step, metrics=metrics, args=ocp.args.Composite(**items))
 
 
 def restore(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_iterator):
@@ -53,3 +72,67 @@ def restore(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_it
       metadata=ocp.args.JsonRestore(),
   ))
   return restored.generator, restored.discriminator, restored.metadata
+
+
+def checkpoints_dir(path: str | Path) -> Path:
+  """The Orbax directory of a run: ``path`` itself or ``path/checkpoints``."""
+  path = Path(path).expanduser().absolute()
+  if (path / CHECKPOINTS_DIR).is_dir():
+    return path / CHECKPOINTS_DIR
+  if path.is_dir() and any(p.name.isdigit() for p in path.iterdir()):
+    return path
+  raise CheckpointNotFoundError(f"{path}: no training checkpoints here (expected a workdir "
+                                f"with {CHECKPOINTS_DIR}/<step>/ or a checkpoints directory)")
+
+
+def open_read_only(path: str | Path) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(read_only=True, best_fn=lambda m: m[VAL_METRIC],
+                                         best_mode="min")
+  return ocp.CheckpointManager(checkpoints_dir(path), options=options)
+
+
+def resolve_step(manager: ocp.CheckpointManager, which: str | int) -> int:
+  """``"latest"``, ``"best"`` (lowest val L1; the latest if no step has metrics) or a step."""
+  steps = manager.all_steps()
+  if not steps:
+    raise CheckpointNotFoundError(f"{manager.directory}: holds no checkpoint")
+  if which == "latest":
+    return manager.latest_step()
+  if which == "best":
+    return manager.best_step()
+  if isinstance(which, int) or str(which).isdigit():
+    if int(which) not in steps:
+      raise CheckpointNotFoundError(f"{manager.directory}: no checkpoint of step {which}; "
+                                    f"there are {sorted(steps)}")
+    return int(which)
+  raise ValueError(f"step must be 'best', 'latest' or a number, not {which!r}")
+
+
+def _restore_on_one_device(item_dir: Path) -> Any:
+  """An item restored onto the first local device, whatever mesh saved it."""
+  checkpointer = ocp.StandardCheckpointer()
+  tree = checkpointer.metadata(item_dir).item_metadata.tree
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+  return checkpointer.restore(item_dir, target)
+
+
+def restore_weights(path: str | Path, which: str | int = "best"
+                    ) -> tuple[dict[str, Any], dict[str, Any], int]:
+  """(params, metadata, step) of a run's checkpoint, without the optimizer states.
+
+  ``params`` has "generator" and "discriminator" (and "satclip" if the run injected
+  SatCLIP) as numpy trees; ``metadata`` holds the run's config as a dict.
+  """
+  manager = open_read_only(path)
+  step = resolve_step(manager, which)
+  step_dir = Path(manager.directory) / str(step)
+  params = {}
+  for item in WEIGHT_ITEMS:
+    if (step_dir / item).is_dir():
+      restored = _restore_on_one_device(step_dir / item)
+      params[item] = jax.tree.map(np.asarray, restored["params"] if item != "satclip"
+                                  else restored)
+  metadata = manager.restore(step, args=ocp.args.Composite(
+      metadata=ocp.args.JsonRestore())).metadata
+  return params, metadata, step

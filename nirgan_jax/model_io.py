@@ -5,6 +5,7 @@ Layout of ``DIR``::
     DIR/config.json    the ml_collections config the networks are built from
     DIR/params/        Orbax checkpoint of {"generator": ..., "discriminator": ...,
                        "satclip": ...} (any subset)
+    DIR/generator.jax_export   optional serialized inference program (``export``)
 
 Written by the PyTorch import and by export; read by predict, evaluate and
 fine-tuning. Writing goes to a temporary sibling directory that is renamed at the
@@ -33,8 +34,10 @@ class ModelDirError(RuntimeError):
 
 
 def save_model_dir(path: str | Path, params: dict[str, Any],
-                   config: ml_collections.ConfigDict, overwrite: bool = False) -> Path:
-  """Writes ``params`` (a dict of named parameter trees) and ``config`` to ``path``."""
+                   config: ml_collections.ConfigDict, overwrite: bool = False,
+                   extra_files: dict[str, bytes] | None = None) -> Path:
+  """Writes ``params`` (a dict of named parameter trees), ``config`` and any
+  ``extra_files`` (name -> content) to ``path``."""
   path = Path(path).absolute()
   if path.exists() and not overwrite:
     raise FileExistsError(f"{path}: output exists (pass overwrite=True / --overwrite)")
@@ -46,6 +49,8 @@ def save_model_dir(path: str | Path, params: dict[str, Any],
     checkpointer.save(tmp / PARAMS_DIR, host_params)
     checkpointer.wait_until_finished()
     (tmp / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    for name, content in (extra_files or {}).items():
+      (tmp / name).write_bytes(content)
     if path.exists():
       shutil.rmtree(path)
     tmp.rename(path)

@@ -13,13 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def load_config(name: str):
-  """``get_config()`` of ``configs/<name>.py``, loaded by path as config_flags does."""
-  path = REPO / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+def load_config_file(path):
+  """``get_config()`` of a config file, loaded by path as config_flags does."""
+  path = Path(path)
+  spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def load_config(name: str):
+  """``get_config()`` of ``configs/<name>.py``."""
+  return load_config_file(REPO / "configs" / f"{name}.py")
 
 
 def rbg_key(seed: int):
@@ -44,6 +49,16 @@ def tiny_config(style: str = "multiply"):
   config.satclip.embed_dim = 16
   config.satclip.allow_random_init = True
   return config
+
+
+def bias_before_instance_norm(network: str, path: tuple[str, ...], config) -> bool:
+  """Conv biases right before an instance norm have zero true gradient: their float noise
+  differs between device layouts and Adam turns it into +-lr steps (see JAX_NOTES)."""
+  if path[-1] != "bias":
+    return False
+  if network == "G":
+    return path[0] not in ("conv_out", "injection")
+  return path[0] not in ("conv_0", f"conv_{config.model.discriminator.n_layers + 1}")
 
 
 @pytest.fixture

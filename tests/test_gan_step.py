@@ -7,7 +7,7 @@ from flax import traverse_util
 from nirgan_jax import gan_step
 from nirgan_jax import mesh as mesh_lib
 
-from conftest import tiny_config
+from conftest import bias_before_instance_norm, tiny_config
 
 IMAGE = 32
 
@@ -45,16 +45,6 @@ def _run(config, devices, steps, batch):
   return g, d, history
 
 
-def _bias_before_instance_norm(network, path, config):
-  """Conv biases right before an instance norm have zero true gradient: their float noise
-  differs between layouts and Adam turns it into +-lr steps (see JAX_NOTES)."""
-  if path[-1] != "bias":
-    return False
-  if network == "G":
-    return path[0] not in ("conv_out", "injection")
-  return path[0] not in ("conv_0", f"conv_{config.model.discriminator.n_layers + 1}")
-
-
 def test_sharded_step_equals_single_device_step():
   assert jax.device_count() == 4, "needs XLA_FLAGS=--xla_force_host_platform_device_count=4"
   config = tiny_config("multiply")
@@ -73,7 +63,7 @@ def test_sharded_step_equals_single_device_step():
     flat_a, flat_b = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
     for path, value in flat_a.items():
       diff = float(np.max(np.abs(np.asarray(value) - np.asarray(flat_b[path]))))
-      is_norm_bias = _bias_before_instance_norm(name, path, config)
+      is_norm_bias = bias_before_instance_norm(name, path, config)
       limit = 2 * steps * lr if is_norm_bias else 1e-5
       assert diff <= limit, f"{name} {'/'.join(path)} differs by {diff}"
 

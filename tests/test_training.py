@@ -1,39 +1,64 @@
-"""End to end: train_and_evaluate on the demo data, checkpoints, TensorBoard, resume."""
+"""End to end: train_and_evaluate on the demo data, checkpoints, TensorBoard, resume, export,
+fine-tuning, preemption, the NaN guard, and two processes on loopback."""
 
 import glob
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nirgan_jax import training
+from nirgan_jax import checkpointing, export, model_io, training
+from nirgan_jax import mesh as mesh_lib
+from nirgan_jax.preemption import Preempted
 
-from conftest import load_config, tiny_config
+from conftest import REPO, bias_before_instance_norm, load_config_file
+
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny_train.py"
 
 
-def demo_config(data_dir, steps=4):
-  config = tiny_config("multiply")
-  demo = load_config("demo")
-  config.data = demo.data
-  config.train = demo.train
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+  """The small demo dataset, built once (runs launched in parallel must not race to)."""
+  from data_prep import build
+
+  data_dir = tmp_path_factory.mktemp("tfds")
+  build.build("nirgan_demo", data_dir, config="small")
+  return data_dir
+
+
+def tiny(data_dir, steps=4, **train):
+  config = load_config_file(TINY_CONFIG)
   config.data.data_dir = str(data_dir)
-  config.data.sources.demo.name = "nirgan_demo/small"
-  config.data.image_size = 32
-  config.data.batch_size_per_device = 2
-  config.model.conv_impl = "xla"  # compiles faster; the matmul path is tested elsewhere
   config.train.num_train_steps = steps
-  config.train.eval_every = 2
-  config.train.log_every = 1
-  config.train.eval_ssim_window = 3
+  config.train.update(train)
   return config
 
 
-def _event_tags(workdir):
-  tags = set()
+def _events(workdir):
   for path in glob.glob(str(workdir / "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      tags |= {value.tag for value in event.summary.value}
-  return tags
+    yield from tf.compat.v1.train.summary_iterator(path)
+
+
+def _event_tags(workdir):
+  return {value.tag for event in _events(workdir) for value in event.summary.value}
+
+
+def _scalars(workdir, tag):
+  return {event.step: float(tf.make_ndarray(value.tensor)) for event in _events(workdir)
+          for value in event.summary.value if value.tag == tag}
+
+
+def _steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def plateau_every_eval(config):
@@ -42,59 +67,230 @@ def plateau_every_eval(config):
   return config
 
 
-def _scalars(workdir, tag):
-  values = {}
-  for path in glob.glob(str(workdir / "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
+def _train_cli(workdir, data_dir, *flags, env=None):
+  command = [sys.executable, "-m", "nirgan_jax.train", "--config", str(TINY_CONFIG),
+             "--workdir", str(workdir), f"--config.data.data_dir={data_dir}", *flags]
+  return subprocess.Popen(command, cwd=REPO, env=env or dict(os.environ),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_train_evaluate_checkpoint_and_resume(tmp_path):
+def test_train_evaluate_checkpoint_resume_and_export(demo_data, tmp_path):
   workdir = tmp_path / "run"
-  metrics = training.train_and_evaluate(
-      plateau_every_eval(demo_config(tmp_path / "tfds", steps=4)), str(workdir))
+  metrics = training.train_and_evaluate(plateau_every_eval(tiny(demo_data, steps=4)),
+                                        str(workdir))
   assert np.isfinite(metrics["val_l1"]) and any(k.startswith("val_psnr/") for k in metrics)
   tags = _event_tags(workdir)
-  assert {"train/g_l1", "train/d_total", "train/g_lr", "val_l1", "val_ssim"} <= tags
-  steps = sorted(int(p.split("/")[-1]) for p in glob.glob(str(workdir / "checkpoints" / "*"))
-                 if p.split("/")[-1].isdigit())
-  assert steps[-1] == 4
+  assert {"train/g_l1", "train/d_total", "train/g_lr", "val_l1", "val_ssim",
+          "val/panels"} <= tags
+  assert _steps(workdir) == [2, 4]
 
   # Resume: the same workdir continues from step 4 to 6 instead of starting over.
-  resumed = training.train_and_evaluate(
-      plateau_every_eval(demo_config(tmp_path / "tfds", steps=6)), str(workdir))
-  assert np.isfinite(resumed["val_l1"])
-  steps = sorted(int(p.split("/")[-1]) for p in glob.glob(str(workdir / "checkpoints" / "*"))
-                 if p.split("/")[-1].isdigit())
-  assert steps[-1] == 6
+  resumed = training.train_and_evaluate(plateau_every_eval(tiny(demo_data, steps=6)),
+                                        str(workdir))
+  assert np.isfinite(resumed["val_l1"]) and _steps(workdir)[-1] == 6
 
   # The plateau schedule halved the learning rate at each of the 3 evaluations (steps 2, 4, 6),
   # across the resume: its state travels in the checkpoint, the rate in the optimizer states.
-  import orbax.checkpoint as ocp
-
-  meta = ocp.CheckpointManager(workdir / "checkpoints").restore(
-      6, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
-  assert meta["plateau"]["lr"] == pytest.approx(2e-4 / 8)
+  _, metadata, _ = checkpointing.restore_weights(workdir, "latest")
+  assert metadata["plateau"]["lr"] == pytest.approx(2e-4 / 8)
   lrs = _scalars(workdir, "train/g_lr")
   assert lrs[1] == pytest.approx(2e-4) and lrs[3] == pytest.approx(1e-4)
   assert lrs[5] == pytest.approx(5e-5)
 
+  # The best step survives the resume (its metric is on disk, not only in memory).
+  val_l1 = _scalars(workdir, "val_l1")
+  assert checkpointing.open_read_only(workdir).best_step() == min(val_l1, key=val_l1.get)
+
   # A different pipeline cannot resume that run.
-  changed = demo_config(tmp_path / "tfds", steps=8)
+  changed = tiny(demo_data, steps=8)
   changed.data.batch_size_per_device = 4
   with pytest.raises(ValueError, match="global_batch_size"):
     training.train_and_evaluate(changed, str(workdir))
 
+  # Export, then predict in a fresh process with neither the training code nor the config.
+  model_dir = tmp_path / "model"
+  assert export.main(["--workdir", str(workdir), "--out", str(model_dir), "--step", "latest",
+                      "--jax_export"]) == 0
+  params, model_config = model_io.load_model_dir(model_dir)
+  assert set(params) == {"generator", "satclip"} and model_config.source.step == 6
+  rng = np.random.default_rng(0)
+  rgb = rng.uniform(0, 0.4, (2, 48, 64, 3)).astype(np.float32)
+  lonlat = np.array([[7.5, 46.9], [-120.2, 38.5]], np.float32)
+  expected = np.asarray(export.inference_fn(model_config)(
+      params["generator"], params["satclip"], rgb, lonlat))
+  np.save(tmp_path / "rgb.npy", rgb)
+  np.save(tmp_path / "lonlat.npy", lonlat)
+  script = (
+      "import sys, numpy as np\n"
+      "from nirgan_jax import export, model_io\n"
+      "d, t = sys.argv[1], sys.argv[2]\n"
+      "rgb, ll = np.load(t + '/rgb.npy'), np.load(t + '/lonlat.npy')\n"
+      "params, config = model_io.load_model_dir(d)\n"
+      "a = export.inference_fn(config)(params['generator'], params['satclip'], rgb, ll)\n"
+      "b = export.load_exported(d)(rgb, ll)\n"
+      "assert 'nirgan_jax.training' not in sys.modules\n"
+      "np.save(t + '/a.npy', np.asarray(a)); np.save(t + '/b.npy', np.asarray(b))\n")
+  subprocess.run([sys.executable, "-c", script, str(model_dir), str(tmp_path)], cwd=REPO,
+                 check=True, timeout=600)
+  np.testing.assert_allclose(np.load(tmp_path / "a.npy"), expected, atol=1e-5)
+  np.testing.assert_allclose(np.load(tmp_path / "b.npy"), expected, atol=1e-4)
+  assert expected.shape == (2, 48, 64, 1)
 
-def test_invalid_values_fail_before_compiling(tmp_path):
-  config = demo_config(tmp_path)
+  # An existing output is not replaced without --overwrite; a missing step is named.
+  assert export.main(["--workdir", str(workdir), "--out", str(model_dir)]) == 1
+  with pytest.raises(checkpointing.CheckpointNotFoundError, match="no checkpoint of step 5"):
+    export.export_model(workdir, tmp_path / "other", which=5)
+
+  # Fine-tuning from the exported model: the run starts from its weights (lr ~0 keeps them).
+  tuned = tmp_path / "tuned"
+  config = tiny(demo_data, steps=1)
+  config.optim.lr = 1e-12
+  config.init.checkpoint = str(model_dir)
+  config.satclip.allow_random_init = False  # the encoder comes from the model directory too
+  training.train_and_evaluate(config, str(tuned))
+  tuned_params, _, _ = checkpointing.restore_weights(tuned, "latest")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-8),
+               tuned_params["generator"], params["generator"])
+  jax.tree.map(np.testing.assert_array_equal, tuned_params["satclip"], params["satclip"])
+
+  # ... or from another run's workdir; a model of another size is refused by name.
+  config = tiny(demo_data, steps=1)
+  config.init.checkpoint = str(workdir)
+  config.init.step = "latest"
+  assert "discriminator" in training.load_init_weights(config)
+  config.model.generator.ngf = 16
+  with pytest.raises(ValueError, match=r"\['conv_in'\]\['kernel'\]: shape \(7, 7, 3, 8\)"):
+    training.train_and_evaluate(config, str(tmp_path / "wrong"))
+
+
+def test_resume_after_sigkill_is_bit_identical(demo_data, tmp_path):
+  steps = 40
+  uninterrupted = tmp_path / "uninterrupted"
+  training.train_and_evaluate(tiny(demo_data, steps=steps), str(uninterrupted))
+
+  killed = tmp_path / "killed"
+  process = _train_cli(killed, demo_data, f"--config.train.num_train_steps={steps}")
+  first = killed / "checkpoints" / "2"
+  deadline = time.monotonic() + 600
+  while not first.is_dir() and process.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.01)
+  time.sleep(random.uniform(0.0, 0.5))  # a random point after a checkpoint
+  process.send_signal(signal.SIGKILL)
+  output = process.communicate()[0]
+  assert process.returncode == -signal.SIGKILL, output[-3000:]
+  interrupted_at = _steps(killed)[-1]
+  assert 2 <= interrupted_at < steps
+
+  training.train_and_evaluate(tiny(demo_data, steps=steps), str(killed))
+  expected, _, _ = checkpointing.restore_weights(uninterrupted, steps)
+  resumed, _, _ = checkpointing.restore_weights(killed, steps)
+  for network in ("generator", "discriminator"):
+    jax.tree.map(np.testing.assert_array_equal, resumed[network], expected[network])
+
+
+def test_sigterm_saves_and_stops_then_resumes(demo_data, tmp_path):
+  workdir = tmp_path / "run"
+
+  def send_sigterm_after_first_checkpoint():
+    while not (workdir / "checkpoints" / "2").is_dir():
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True).start()
+  with pytest.raises(Preempted, match="stopped by SIGTERM") as stopped:
+    training.train_and_evaluate(tiny(demo_data, steps=10_000), str(workdir))
+  stop_step = stopped.value.step
+  assert _steps(workdir)[-1] == stop_step and stop_step < 10_000
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is uninstalled
+
+  training.train_and_evaluate(tiny(demo_data, steps=stop_step + 1), str(workdir))
+  assert _steps(workdir)[-1] == stop_step + 1
+
+
+def test_nonfinite_batch_is_skipped_and_never_saved(demo_data, tmp_path, monkeypatch, caplog):
+  shard_batch = mesh_lib.shard_batch
+  calls = []
+
+  def poison_second_training_batch(mesh, batch):
+    calls.append(1)
+    if len(calls) == 2:  # step 2's batch: the eval at step 2 comes after it
+      batch = dict(batch, rgb=np.full_like(batch["rgb"], np.nan))
+    return shard_batch(mesh, batch)
+
+  monkeypatch.setattr(mesh_lib, "shard_batch", poison_second_training_batch)
+  workdir = tmp_path / "skip"
+  training.train_and_evaluate(tiny(demo_data, steps=2, image_every=0), str(workdir))
+  assert "non-finite loss at step 2" in caplog.text and "g_l1" in caplog.text
+  assert _scalars(workdir, "train/nonfinite") == {1: 0.0, 2: 1.0}
+  saved, _, _ = checkpointing.restore_weights(workdir, "latest")
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(saved))
+
+  calls.clear()
+  halted = tmp_path / "halt"
+  with pytest.raises(training.NonFiniteLossError, match="at step 2: .*g_l1"):
+    training.train_and_evaluate(tiny(demo_data, steps=2, image_every=0, on_nonfinite="halt"),
+                                str(halted))
+  assert not (halted / "checkpoints").exists() or _steps(halted) == []
+
+
+def test_config_errors_fail_before_compiling(demo_data, tmp_path):
+  # A misspelt key on the command line: the locked config refuses it, naming it.
+  process = _train_cli(tmp_path / "run", demo_data, "--config.optim.lrr=1e-3")
+  output = process.communicate(timeout=300)[0]
+  assert process.returncode != 0 and "lrr" in output
+  assert not (tmp_path / "run").exists()
+
+  config = tiny(demo_data)
   config.model.injection.style = "multiplyy"
   with pytest.raises(ValueError, match="model.injection.style='multiplyy'"):
     training.train_and_evaluate(config, str(tmp_path / "run"))
-  config = demo_config(tmp_path)
+  config = tiny(demo_data)
+  config.train.num_images = 100
+  with pytest.raises(ValueError, match="train.num_images=100"):
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+  config = tiny(demo_data)
   config.satclip.allow_random_init = False
   with pytest.raises(ValueError, match="satclip.checkpoint is empty"):
     training.train_and_evaluate(config, str(tmp_path / "run"))
+  config = tiny(demo_data)
+  config.init.checkpoint = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="init.checkpoint .*missing"):
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_equal_one_process(demo_data, tmp_path):
+  steps = 3
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  address = f"127.0.0.1:{_free_port()}"
+  multi = tmp_path / "two_processes"
+  processes = [
+      _train_cli(multi, demo_data, f"--config.train.num_train_steps={steps}",
+                 f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
+                 env=env)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for p, output in zip(processes, outputs, strict=True):
+    assert p.returncode == 0, output[-3000:]
+
+  single = tmp_path / "one_process"
+  config = tiny(demo_data, steps=steps)
+  training.train_and_evaluate(config, str(single))
+  expected, _, _ = checkpointing.restore_weights(single, steps)
+  got, _, _ = checkpointing.restore_weights(multi, steps)
+  lr = config.optim.lr
+  for name, network in (("G", "generator"), ("D", "discriminator")):
+    for path, value in jax.tree_util.tree_leaves_with_path(got[network]):
+      keys = tuple(k.key for k in path)
+      other = expected[network]
+      for key in keys:
+        other = other[key]
+      limit = 2 * steps * lr if bias_before_instance_norm(name, keys, config) else 1e-5
+      diff = float(np.max(np.abs(value - other)))
+      assert diff <= limit, f"{name} {'/'.join(keys)} differs by {diff}"

@@ -1,0 +1,138 @@
+"""Exports a trained generator for inference.
+
+    python -m nirgan_jax.export --workdir runs/demo --out models/demo [--step best|latest|N]
+        [--jax_export] [--overwrite]
+
+Writes a model directory (``model_io``: ``config.json`` with the architecture sections and
+``params/`` with the generator and, if the model injects SatCLIP, the encoder) that
+``predict`` and ``evaluate`` load without any training code, the same format the PyTorch
+import writes. ``--jax_export`` adds ``generator.jax_export``: a serialized ``jax.export``
+program of the whole inference function (pad, SatCLIP embedding, generator, crop) with
+symbolic batch, height and width, lowered for cpu, cuda and tpu; the weights stay in
+``params/`` and are passed as arguments (``load_exported``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import export as jax_export
+
+from nirgan_jax import checkpointing, gan_step, model_io
+from nirgan_jax.models import config as model_config
+
+EXPORTED_FILE = "generator.jax_export"
+PLATFORMS = ("cpu", "cuda", "tpu")
+# Height and width must be multiples of this (two stride-2 downsamplings, then back up).
+SIZE_MULTIPLE = 4
+MIN_SIZE = 16
+
+
+def inference_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The architecture sections of a training config, for an inference artefact."""
+  return model_config.model_sections(config)
+
+
+def inference_fn(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
+  """``f(g_params, satclip_params, rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)``, pure."""
+  nirgan = gan_step.NIRGAN.from_config(config)
+
+  def predict(g_params, satclip_params, rgb, lonlat):
+    return nirgan.generate(g_params, rgb, nirgan.embed(satclip_params, lonlat))
+
+  return predict
+
+
+def export_program(config: ml_collections.ConfigDict, params: dict[str, Any]) -> bytes:
+  """Serialized ``jax.export`` of ``inference_fn`` with symbolic batch and spatial sizes
+  (multiples of ``SIZE_MULTIPLE``, at least ``MIN_SIZE``) for every platform in ``PLATFORMS``."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.conv_impl = "xla"  # one lowering that every platform compiles well
+  # Reflect padding needs each side longer than its pad: at least MIN_SIZE and pad + 1 px.
+  quarter = -(-max(MIN_SIZE, config.pad + 1) // SIZE_MULTIPLE)
+  b, h, w = jax_export.symbolic_shape(f"b, {SIZE_MULTIPLE}*h, {SIZE_MULTIPLE}*w",
+                                      constraints=(f"h >= {quarter}", f"w >= {quarter}"))
+  spec = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+  exported = jax_export.export(jax.jit(inference_fn(config)), platforms=PLATFORMS)(
+      spec(params["generator"]), spec(params.get("satclip", {})),
+      jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
+      jax.ShapeDtypeStruct((b, 2), jnp.float32))
+  return exported.serialize()
+
+
+def load_exported(model_dir: str | Path) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """``f(rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)`` from a model directory's serialized
+  program and its parameters: needs neither the model code nor the config."""
+  model_dir = Path(model_dir)
+  path = model_dir / EXPORTED_FILE
+  if not path.is_file():
+    raise model_io.ModelDirError(f"{model_dir}: no {EXPORTED_FILE} (export with --jax_export)")
+  exported = jax_export.deserialize(bytearray(path.read_bytes()))
+  params, _ = model_io.load_model_dir(model_dir)
+  g_params, satclip_params = params["generator"], params.get("satclip", {})
+
+  def predict(rgb, lonlat):
+    return exported.call(g_params, satclip_params, jnp.asarray(rgb, jnp.float32),
+                         jnp.asarray(lonlat, jnp.float32))
+
+  return predict
+
+
+def export_model(workdir: str | Path, out: str | Path, which: str | int = "best",
+                 with_program: bool = False, overwrite: bool = False) -> Path:
+  """Writes the inference model directory of ``workdir``'s checkpoint ``which``."""
+  out = Path(out)
+  if out.exists() and not overwrite:
+    raise FileExistsError(f"{out}: output exists (pass --overwrite to replace it)")
+  params, metadata, step = checkpointing.restore_weights(workdir, which)
+  config = ml_collections.ConfigDict(metadata["config"])
+  model_cfg = inference_config(config)
+  if gan_step.models.uses_location(config) and "satclip" not in params:
+    raise checkpointing.CheckpointNotFoundError(
+        f"{workdir}: step {step} injects SatCLIP but holds no satclip item")
+  weights = {"generator": params["generator"]}
+  if "satclip" in params:
+    weights["satclip"] = params["satclip"]
+  model_cfg.source = ml_collections.ConfigDict(dict(
+      workdir=str(Path(workdir).absolute()), step=step, seed=config.seed))
+  extra = {EXPORTED_FILE: export_program(model_cfg, weights)} if with_program else {}
+  return model_io.save_model_dir(out, weights, model_cfg, overwrite=overwrite, extra_files=extra)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m nirgan_jax.export",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="training workdir (or its checkpoints/)")
+  parser.add_argument("--out", required=True, help="model directory to write")
+  parser.add_argument("--step", default="best", help="best (lowest val L1), latest, or a step")
+  parser.add_argument("--jax_export", action="store_true",
+                      help=f"also write {EXPORTED_FILE} (jax.export for {', '.join(PLATFORMS)})")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(argv)
+  try:
+    out = export_model(args.workdir, args.out, args.step, args.jax_export, args.overwrite)
+  except (OSError, ValueError, model_io.ModelDirError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  params, config = model_io.load_model_dir(out)
+  print(f"wrote {out} (step {config.source.step}; generator "
+        f"{gan_step.models.count_params(params['generator']):,} parameters"
+        + (", SatCLIP encoder" if "satclip" in params else "")
+        + (f", {EXPORTED_FILE}" if args.jax_export else "") + ")")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
