@@ -3,17 +3,19 @@ Grain iterator, and JSON metadata (config, input-pipeline fingerprint, plateau s
 keeping the latest and the best N by validation L1.
 
 Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,satclip,data_iter,metadata}``.
+Paths may be local or on cloud storage (``gs://...``, through ``etils.epath``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 VAL_METRIC = "val_l1"
 CHECKPOINTS_DIR = "checkpoints"
@@ -24,7 +26,7 @@ class CheckpointNotFoundError(FileNotFoundError):
   """No checkpoint (or not the requested one) where one was expected."""
 
 
-def make_manager(directory: str | Path, keep_best: int) -> ocp.CheckpointManager:
+def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.CheckpointManager:
   """A manager that always keeps the latest checkpoint (for resume) and the ``keep_best``
   lowest val L1 ones. ``best_fn`` + ``max_to_keep`` could delete the latest, and
   ``BestN`` keeps the highest values unless ``reverse=True`` (JAX_NOTES)."""
@@ -38,7 +40,7 @@ def make_manager(directory: str | Path, keep_best: int) -> ocp.CheckpointManager
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, best_fn=lambda m: m[VAL_METRIC], best_mode="min",
       create=True)
-  return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+  return ocp.CheckpointManager(as_path(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, satclip_params,
@@ -74,9 +76,14 @@ def restore(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_it
   return restored.generator, restored.discriminator, restored.metadata
 
 
-def checkpoints_dir(path: str | Path) -> Path:
+def as_path(path: str | os.PathLike) -> epath.Path:
+  """A local (made absolute, ``~`` expanded) or cloud storage path."""
+  return epath.Path(os.path.expanduser(os.fspath(path))).absolute()
+
+
+def checkpoints_dir(path: str | os.PathLike) -> epath.Path:
   """The Orbax directory of a run: ``path`` itself or ``path/checkpoints``."""
-  path = Path(path).expanduser().absolute()
+  path = as_path(path)
   if (path / CHECKPOINTS_DIR).is_dir():
     return path / CHECKPOINTS_DIR
   if path.is_dir() and any(p.name.isdigit() for p in path.iterdir()):
@@ -85,7 +92,7 @@ def checkpoints_dir(path: str | Path) -> Path:
                                 f"with {CHECKPOINTS_DIR}/<step>/ or a checkpoints directory)")
 
 
-def open_read_only(path: str | Path) -> ocp.CheckpointManager:
+def open_read_only(path: str | os.PathLike) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(read_only=True, best_fn=lambda m: m[VAL_METRIC],
                                          best_mode="min")
   return ocp.CheckpointManager(checkpoints_dir(path), options=options)
@@ -108,7 +115,7 @@ def resolve_step(manager: ocp.CheckpointManager, which: str | int) -> int:
   raise ValueError(f"step must be 'best', 'latest' or a number, not {which!r}")
 
 
-def _restore_on_one_device(item_dir: Path) -> Any:
+def _restore_on_one_device(item_dir: epath.Path) -> Any:
   """An item restored onto the first local device, whatever mesh saved it."""
   checkpointer = ocp.StandardCheckpointer()
   tree = checkpointer.metadata(item_dir).item_metadata.tree
@@ -117,7 +124,7 @@ def _restore_on_one_device(item_dir: Path) -> Any:
   return checkpointer.restore(item_dir, target)
 
 
-def restore_weights(path: str | Path, which: str | int = "best"
+def restore_weights(path: str | os.PathLike, which: str | int = "best"
                     ) -> tuple[dict[str, Any], dict[str, Any], int]:
   """(params, metadata, step) of a run's checkpoint, without the optimizer states.
 
@@ -126,7 +133,7 @@ def restore_weights(path: str | Path, which: str | int = "best"
   """
   manager = open_read_only(path)
   step = resolve_step(manager, which)
-  step_dir = Path(manager.directory) / str(step)
+  step_dir = epath.Path(manager.directory) / str(step)
   params = {}
   for item in WEIGHT_ITEMS:
     if (step_dir / item).is_dir():

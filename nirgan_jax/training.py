@@ -206,8 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last
   evaluation's metrics. Raises ``Preempted`` after saving if SIGTERM arrives."""
   validate_config(config)
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = checkpointing.as_path(workdir)  # local or gs://
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
   mesh = mesh_lib.make_data_mesh()
   nirgan = gan_step.NIRGAN.from_config(config)
   init_rng, satclip_rng, step_rng = jax.random.split(

@@ -1,0 +1,57 @@
+"""Every config file loads, passes validation and builds its networks; the full recipe has
+the reference values and the variants change only what they are for."""
+
+import pytest
+
+from nirgan_jax import gan_step, input_pipeline, training
+
+from conftest import REPO, load_config
+
+CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_validates_and_builds(name):
+  config = load_config(name)
+  training.validate_config(config)
+  nirgan = gan_step.NIRGAN.from_config(config)
+  assert (nirgan.encoder is None) == (config.model.injection.style == "none")
+  specs = input_pipeline.source_specs(config.data, config.data.train_split)
+  assert specs and all(s.weight > 0 for s in specs)
+
+
+def test_full_recipe_has_the_reference_values():
+  c = load_config("multiscale")
+  assert (c.data.image_size, c.pad, c.data.batch_size_per_device) == (256, 10, 8)
+  assert (c.model.generator.ngf, c.model.generator.n_blocks) == (64, 9)
+  assert (c.model.discriminator.ndf, c.model.discriminator.n_layers) == (64, 3)
+  assert c.model.injection.style == "multiply" and c.model.injection.scale_init == 0.01
+  assert c.model.injection.learn_scale and c.satclip.legendre_polys == 10
+  assert (c.loss.gan_mode, c.loss.lambda_l1, c.loss.lambda_gan) == ("lsgan", 100.0, 1.0)
+  assert c.loss.lambda_rs == 0.0 and c.loss.lambda_hist == 0.0
+  assert (c.optim.lr, c.optim.b1, c.optim.plateau.patience) == (2e-4, 0.5, 5)
+  weights = {k: s.weight for k, s in c.data.sources.items()}
+  assert weights == {"landsat8": 20_000, "sentinel2": 75_000, "spot6": 15_000, "naip": 35_000}
+
+
+def _differences(a, b, prefix=""):
+  keys = set(a) | set(b)
+  out = set()
+  for key in keys:
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+      out |= _differences(a[key], b[key], f"{prefix}{key}.")
+    elif a.get(key) != b.get(key):
+      out.add(prefix + key)
+  return out
+
+
+@pytest.mark.parametrize("name,changed", [
+    ("no_satclip", {"model.injection.style"}),
+    ("s2_only", {"data.sources.landsat8", "data.sources.naip", "data.sources.spot6",
+                 "data.sources.sentinel2.weight", "data.sources.sentinel2.derived_gsd_m",
+                 "data.sources.sentinel2.prob_native"}),
+    ("rs_losses", {"loss.lambda_rs", "loss.lambda_hist"}),
+])
+def test_variants_override_only_their_own_knobs(name, changed):
+  base, variant = load_config("multiscale").to_dict(), load_config(name).to_dict()
+  assert _differences(base, variant) == changed
