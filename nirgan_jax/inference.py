@@ -1,0 +1,72 @@
+"""A trained generator ready to predict: from an exported (or imported) model directory, or
+straight from an original NIR-GAN PyTorch ``.ckpt``. Used by predict, evaluate and
+timeseries; needs none of the training code."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nirgan_jax import export, model_io, models
+
+
+@dataclasses.dataclass
+class Model:
+  """``model(rgb (B,H,W,3) in [0, 1], lonlat (B,2)) -> nir (B,H,W,1)`` as numpy float32."""
+
+  config: ml_collections.ConfigDict
+  params: dict[str, Any]
+  source: str
+
+  def __post_init__(self):
+    self._predict = jax.jit(export.inference_fn(self.config))
+    self._g_params = jax.tree.map(jnp.asarray, self.params["generator"])
+    self._satclip_params = jax.tree.map(jnp.asarray, self.params.get("satclip", {}))
+
+  @property
+  def uses_location(self) -> bool:
+    return models.uses_location(self.config)
+
+  def __call__(self, rgb: np.ndarray, lonlat: np.ndarray | None = None) -> np.ndarray:
+    rgb = np.asarray(rgb, np.float32)
+    if lonlat is None:
+      if self.uses_location:
+        raise ValueError(f"{self.source} injects SatCLIP: pass lon/lat for each image")
+      lonlat = np.zeros((rgb.shape[0], 2), np.float32)
+    out = self._predict(self._g_params, self._satclip_params, rgb,
+                        np.asarray(lonlat, np.float32))
+    return np.asarray(out)
+
+
+def load_model(path: str | Path, conv_impl: str | None = "auto",
+               inject_style: str = "multiply") -> Model:
+  """A model directory (export, ``import_torch``) or an original NIR-GAN ``.ckpt``.
+
+  ``conv_impl`` replaces the one the model was trained with ("auto": the fastest on this
+  platform; None keeps it). ``inject_style`` applies to ``.ckpt`` files only.
+  """
+  path = Path(path).expanduser()
+  if not path.exists():
+    raise model_io.ModelDirError(f"{path}: no such model directory or checkpoint")
+  if path.is_dir():
+    params, config = model_io.load_model_dir(path)
+  else:
+    from nirgan_jax import import_torch
+
+    params, config = import_torch.import_nirgan(path, inject_style)
+  if "generator" not in params:
+    raise model_io.ModelDirError(f"{path}: holds no generator (it has {sorted(params)})")
+  if models.uses_location(config) and "satclip" not in params:
+    raise model_io.ModelDirError(
+        f"{path}: the generator injects SatCLIP but no SatCLIP encoder is stored with it; "
+        "export it from a training run, or import the NIR-GAN checkpoint that embeds it")
+  config = ml_collections.ConfigDict(config.to_dict())
+  if conv_impl is not None:
+    config.model.conv_impl = conv_impl
+  return Model(config, params, str(path))

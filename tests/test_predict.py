@@ -1,0 +1,227 @@
+"""predict: tiled GeoTIFF inference equals a whole-image forward, shows no seams, keeps the
+georeferencing, runs on the real S2-100K samples, and refuses bad input cleanly."""
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from nirgan_jax import gan_step, inference, model_io, predict, tiling
+from nirgan_jax.models import config as model_config
+
+from conftest import SHARED_DATA, rbg_key, tiny_config
+from data_fixtures import write_geotiff
+
+CRS = "EPSG:32632"
+TRANSFORM = from_origin(500_000, 5_200_000, 10, 10)
+S2_SAMPLES = SHARED_DATA / "s2_100k_sample" / "images"
+
+
+def save_tiny_model(path, style="multiply", norm="instance"):
+  config = tiny_config(style)
+  config.model.generator.norm = norm
+  config.model.conv_impl = "xla"
+  nirgan = gan_step.NIRGAN.from_config(config)
+  size = 32 + 2 * config.pad
+  embedding = np.zeros((1, config.satclip.embed_dim), np.float32) if nirgan.encoder else None
+  params = {"generator": nirgan.generator.init(rbg_key(0), np.zeros((1, size, size, 3),
+                                                                    np.float32),
+                                               embedding)["params"]}
+  if nirgan.encoder is not None:
+    params["satclip"] = gan_step.init_location_encoder(nirgan, rbg_key(1))
+  return model_io.save_model_dir(path, params, model_config.model_sections(config))
+
+
+@pytest.fixture(scope="module")
+def satclip_model(tmp_path_factory):
+  return save_tiny_model(tmp_path_factory.mktemp("models") / "satclip")
+
+
+def landscape(height, width, seed=0):
+  """(3, H, W) uint16 reflectance x 10000 with smooth fields, edges and texture."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:height, 0:width] / 60.0
+  fields = np.sin(xx + 0.3 * yy)[None] * np.array([0.05, 0.06, 0.04])[:, None, None]
+  blocks = ((xx // 2 + yy // 3) % 3)[None] * np.array([0.03, 0.05, 0.02])[:, None, None]
+  noise = rng.normal(0, 0.01, (3, height, width))
+  return np.clip((0.12 + fields + blocks + noise) * 10_000, 1, 10_000).astype(np.uint16)
+
+
+def test_tile_starts_cover_the_raster_aligned():
+  for size in (1, 100, 256, 700, 1000, 1001):
+    starts = tiling.tile_starts(size, 256, 64)
+    assert all(s % tiling.ALIGN == 0 for s in starts)
+    assert starts[-1] + 256 >= size and starts[-1] + 256 - size < max(tiling.ALIGN, 257 - size)
+    assert all(b - a <= 192 for a, b in zip(starts, starts[1:], strict=False))
+  ramp = tiling.edge_ramp(64)
+  np.testing.assert_allclose(ramp + ramp[::-1], 1.0, atol=1e-6)  # a partition of unity
+  assert ramp[:16].max() == 0.0 and ramp[48:].min() == 1.0
+
+
+def test_tiled_prediction_equals_whole_image_forward(tmp_path):
+  # Without instance norm or a location map the generator is translation-equivariant, so the
+  # tiling and blending must reproduce a whole-image forward away from the raster's border.
+  model_dir = save_tiny_model(tmp_path / "plain", style="none", norm="none")
+  data = landscape(700, 1000)
+  write_geotiff(tmp_path / "in.tif", data, CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(model_dir), "--out",
+                       str(tmp_path / "out.tif"), "--tile", "320", "--overlap", "160",
+                       "--quiet"]) == 0
+  with rasterio.open(tmp_path / "out.tif") as out:
+    assert out.crs.to_string() == CRS and out.transform == TRANSFORM
+    assert (out.height, out.width, out.count, out.dtypes[0]) == (700, 1000, 1, "float32")
+    tiled = out.read(1)
+  model = inference.load_model(model_dir)
+  whole = np.clip(model(np.moveaxis(data, 0, -1)[None] / 10_000.0)[0, ..., 0], 0, 1)
+  border = 40
+  inner = (slice(border, -border), slice(border, -border))
+  np.testing.assert_allclose(tiled[inner], whole[inner], atol=1e-3)
+  assert np.isfinite(tiled).all()
+
+
+def test_no_seams_with_the_full_model_blocks(tmp_path, satclip_model):
+  data = landscape(384, 512, seed=1)
+  write_geotiff(tmp_path / "in.tif", data, CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "out.tif"), "--tile", "128", "--overlap", "32",
+                       "--quiet"]) == 0
+  with rasterio.open(tmp_path / "out.tif") as out:
+    nir = out.read(1).astype(np.float64)
+  # Mean |step| between neighbouring columns (rows), at the edges where a tile's coverage
+  # starts or ends against the same inside tiles: a seam would stand out at the former.
+  for axis, size in ((1, 512), (0, 384)):
+    steps = np.abs(np.diff(nir, axis=axis)).mean(axis=1 - axis)
+    starts = tiling.tile_starts(size, 128, 32)
+    edges = sorted({s - 1 for s in starts[1:]} | {s + 127 for s in starts[:-1]})
+    inside = np.setdiff1d(np.arange(size - 1), edges)
+    assert steps[edges].max() <= steps[inside].max(), (axis, steps[edges], steps[inside].max())
+
+
+def test_real_s2_samples_rgbn_uint16_cog(tmp_path, satclip_model):
+  samples = sorted(S2_SAMPLES.glob("*.tif"))
+  assert samples, f"no S2-100K samples in {S2_SAMPLES}"
+  out_dir = tmp_path / "out"
+  assert predict.main([str(S2_SAMPLES), "--model", str(satclip_model), "--out", str(out_dir),
+                       "--bands", "4,3,2", "--output", "rgbn", "--dtype", "uint16", "--cog",
+                       "--tile", "128", "--overlap", "32", "--quiet"]) == 0
+  for sample in samples:
+    with rasterio.open(sample) as src, rasterio.open(out_dir / f"{sample.stem}_rgbn.tif") as out:
+      assert out.crs == src.crs and out.transform == src.transform
+      assert (out.count, out.dtypes[0]) == (4, "uint16")
+      assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+      rgb_in, rgbn = src.read([4, 3, 2]), out.read()
+      np.testing.assert_array_equal(rgbn[:3], np.minimum(rgb_in, 10_000))
+      assert (rgbn[3] < predict.UINT16_NODATA).all() and rgbn[3].std() > 0
+
+
+def test_nodata_pixels_stay_nodata(tmp_path, satclip_model):
+  data = landscape(96, 128, seed=4)
+  data[:, 10:30, 40:90] = 0
+  write_geotiff(tmp_path / "in.tif", data, CRS, TRANSFORM, nodata=0)
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "out.tif"), "--dtype", "uint16", "--quiet"]) == 0
+  with rasterio.open(tmp_path / "out.tif") as out:
+    nir = out.read(1)
+    assert out.nodata == predict.UINT16_NODATA
+    assert (out.read_masks(1)[10:30, 40:90] == 0).all()
+  hole = np.zeros(nir.shape, bool)
+  hole[10:30, 40:90] = True
+  assert (nir[hole] == predict.UINT16_NODATA).all() and (nir[~hole] < 10_000).all()
+
+
+def test_ndvi_output_and_histogram_matching(tmp_path, satclip_model):
+  data = landscape(200, 260, seed=2)
+  write_geotiff(tmp_path / "in.tif", data, CRS, TRANSFORM)
+  rng = np.random.default_rng(3)
+  reference = rng.gamma(4.0, 700.0, (1, 150, 150)).clip(1, 10_000).astype(np.uint16)
+  write_geotiff(tmp_path / "ref.tif", reference, CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "nir.tif"), "--match_histogram",
+                       str(tmp_path / "ref.tif"), "--quiet"]) == 0
+  with rasterio.open(tmp_path / "nir.tif") as out:
+    nir = out.read(1)
+  quantiles = np.linspace(0.05, 0.95, 10)
+  np.testing.assert_allclose(np.quantile(nir, quantiles),
+                             np.quantile(reference / 10_000.0, quantiles), rtol=0.03)
+
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "ndvi.tif"), "--output", "ndvi", "--quiet"]) == 0
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "plain.tif"), "--quiet"]) == 0
+  with rasterio.open(tmp_path / "ndvi.tif") as out, rasterio.open(tmp_path / "plain.tif") as p:
+    red = data[0] / 10_000.0
+    nir = p.read(1)
+    np.testing.assert_allclose(out.read(1), (nir - red) / (nir + red), rtol=1e-4, atol=1e-5)
+
+
+def test_unreferenced_raster_needs_lonlat(tmp_path, satclip_model, capsys):
+  write_geotiff(tmp_path / "plain.tif", landscape(64, 64), None, from_origin(0, 0, 1, 1))
+  args = [str(tmp_path / "plain.tif"), "--model", str(satclip_model), "--out",
+          str(tmp_path / "out.tif"), "--quiet"]
+  assert predict.main(args) == 1
+  assert "plain.tif: has no CRS" in capsys.readouterr().err
+  assert not (tmp_path / "out.tif").exists()
+  assert predict.main(args + ["--lonlat", "7.4,46.9"]) == 0
+  with rasterio.open(tmp_path / "out.tif") as out:
+    assert out.crs is None and np.isfinite(out.read(1)).all()
+
+
+def _bad_inputs(root):
+  (root / "notes.tif").write_text("not a raster")
+  write_geotiff(root / "two_bands.tif", landscape(32, 32)[:2], CRS, TRANSFORM)
+  write_geotiff(root / "empty.tif", np.zeros((3, 32, 32), np.uint16), CRS, TRANSFORM, nodata=0)
+  write_geotiff(root / "good.tif", landscape(32, 32), CRS, TRANSFORM)
+  (root / "exists.tif").write_text("old")
+  (root / "a_file").write_text("")
+  return {
+      "missing": ([str(root / "missing.tif")], "missing.tif: no such file"),
+      "not a raster": ([str(root / "notes.tif")], "notes.tif: not a readable raster"),
+      "too few bands": ([str(root / "two_bands.tif")], "two_bands.tif: has 2 band(s)"),
+      "all nodata": ([str(root / "empty.tif")], "empty.tif: every pixel is nodata"),
+      "output exists": ([str(root / "good.tif"), "--out", str(root / "exists.tif")],
+                        "exists.tif: output exists"),
+      "unwritable output": ([str(root / "good.tif"), "--out", str(root / "a_file" / "o.tif")],
+                            "o.tif: cannot write there"),
+      "missing model": ([str(root / "good.tif"), "--model", str(root / "nope")],
+                        "nope: no such model"),
+  }
+
+
+@pytest.mark.parametrize("case", ["missing", "not a raster", "too few bands", "all nodata",
+                                  "output exists", "unwritable output", "missing model"])
+def test_bad_input_fails_cleanly(case, tmp_path, satclip_model, capsys):
+  args, message = _bad_inputs(tmp_path)[case]
+  out = tmp_path / "out.tif"
+  defaults = {"--out": str(out), "--model": str(satclip_model)}
+  for flag, value in defaults.items():
+    if flag not in args:
+      args += [flag, value]
+  before = sorted(p.name for p in tmp_path.iterdir())
+  assert predict.main(args + ["--quiet"]) == 1
+  assert message in capsys.readouterr().err
+  assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+  if case == "output exists":
+    assert (tmp_path / "exists.tif").read_text() == "old"
+
+
+def test_original_checkpoint_and_imported_model_predict_the_same(tmp_path):
+  torch = pytest.importorskip("torch")
+  import torch_reference as ref
+
+  from nirgan_jax import import_torch
+
+  torch.manual_seed(0)
+  module = ref.NIRGANModule(ngf=8, n_blocks=2, ndf=8, n_layers=2)
+  ref.randomize_(module, torch.Generator().manual_seed(1))
+  ckpt = tmp_path / "nirgan.ckpt"
+  torch.save({"state_dict": module.state_dict()}, ckpt)
+  assert import_torch.main(["nirgan", str(ckpt), "--out", str(tmp_path / "imported")]) == 0
+  write_geotiff(tmp_path / "in.tif", landscape(96, 160), CRS, TRANSFORM)
+  outputs = []
+  for model in (ckpt, tmp_path / "imported"):
+    out = tmp_path / f"{model.stem}_out.tif"
+    assert predict.main([str(tmp_path / "in.tif"), "--model", str(model), "--out", str(out),
+                         "--tile", "64", "--overlap", "16", "--quiet"]) == 0
+    with rasterio.open(out) as src:
+      outputs.append(src.read(1))
+  np.testing.assert_array_equal(outputs[0], outputs[1])
