@@ -25,11 +25,11 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
+import jax  # noqa: E402
+
 from benchmarks import common  # noqa: E402
 from nirgan_jax import gan_step, inference, model_io, predict  # noqa: E402
 from nirgan_jax.models import config as model_config  # noqa: E402
-
-import jax  # noqa: E402
 
 
 def write_scene(path: Path, size: int, strip: int = 512) -> None:
