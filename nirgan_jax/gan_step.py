@@ -156,11 +156,15 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
     real_logits, fake_logits = jnp.split(logits, 2)
     return losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan_mode)
 
-  (d_loss, d_parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_state.params)
-  new_d_state = d_state.apply_gradients(grads=d_grads)
+  adversarial = cfg.loss.lambda_gan != 0  # 0: a plain regression (the baselines), no D
+  if adversarial:
+    (d_loss, d_parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_state.params)
+    new_d_state = d_state.apply_gradients(grads=d_grads)
+  else:
+    d_loss, d_parts, new_d_state = jnp.zeros(()), {}, d_state
 
   def g_loss_fn(pred):
-    fake_logits = nirgan.discriminate(new_d_state.params, rgb, pred)
+    fake_logits = nirgan.discriminate(new_d_state.params, rgb, pred) if adversarial else None
     return losses.generator_loss(fake_logits, rgb, pred, nir, cfg.loss)
 
   (g_loss, g_parts), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)

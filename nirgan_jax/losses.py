@@ -63,14 +63,18 @@ def rs_index_loss(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
   return total, terms
 
 
-def generator_loss(fake_logits: jax.Array, rgb: jax.Array, pred_nir: jax.Array,
+def generator_loss(fake_logits: jax.Array | None, rgb: jax.Array, pred_nir: jax.Array,
                    true_nir: jax.Array, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
   """The weighted generator objective and its parts (for logging).
 
-  ``cfg`` is the config's ``loss`` section; terms whose weight is 0 are not computed.
+  ``cfg`` is the config's ``loss`` section; terms whose weight is 0 are not computed (with
+  ``lambda_gan`` 0 there is no adversarial term and ``fake_logits`` may be None).
   """
-  parts = {"g_gan": gan_loss(fake_logits, True, cfg.gan_mode), "g_l1": l1_loss(pred_nir, true_nir)}
-  total = cfg.lambda_gan * parts["g_gan"] + cfg.lambda_l1 * parts["g_l1"]
+  parts = {"g_l1": l1_loss(pred_nir, true_nir)}
+  total = cfg.lambda_l1 * parts["g_l1"]
+  if cfg.lambda_gan:
+    parts["g_gan"] = gan_loss(fake_logits, True, cfg.gan_mode)
+    total = total + cfg.lambda_gan * parts["g_gan"]
   if cfg.lambda_ssim:
     parts["g_ssim"] = ssim_loss(pred_nir, true_nir, cfg.ssim_window)
     total = total + cfg.lambda_ssim * parts["g_ssim"]

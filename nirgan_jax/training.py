@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from data_prep import contract
 from nirgan_jax import checkpointing, figures, gan_step, input_pipeline, model_io, models
 from nirgan_jax import mesh as mesh_lib
+from nirgan_jax import metrics as metrics_lib
 from nirgan_jax.preemption import Preempted, StopSignal
 from nirgan_jax.schedules import Plateau
 
@@ -40,6 +41,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Fails before anything compiles, naming the bad key."""
   checks = [
       ("model.injection.style", config.model.injection.style in models.INJECTION_STYLES),
+      ("model.generator.kind", config.model.generator.kind in models.GENERATOR_KINDS),
       ("model.conv_impl", config.model.conv_impl in models.layers.CONV_IMPLS),
       ("model.generator.norm", config.model.generator.norm in models.layers.NORMS),
       ("model.generator.padding_type",
@@ -165,8 +167,7 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
 def evaluate(eval_fn, g_params, satclip_params, dataset, mesh, global_batch: int,
              ) -> dict[str, float]:
   """Mean of every metric over one pass, overall and per sensor (``<metric>/<sensor>``)."""
-  sums: dict[str, float] = {}
-  counts: dict[str, float] = {}
+  means = metrics_lib.GroupedMeans(contract.SENSORS)
   for batch in input_pipeline.eval_batches(dataset, global_batch, jax.process_index(),
                                            jax.process_count()):
     inputs = mesh_lib.shard_batch(mesh, {k: batch[k] for k in MODEL_INPUTS})
@@ -175,17 +176,10 @@ def evaluate(eval_fn, g_params, satclip_params, dataset, mesh, global_batch: int
     # schedule and the best checkpoint depend on it).
     labels = mesh_lib.shard_batch(mesh, {k: batch[k] for k in ("mask", "sensor_id")})
     metrics, labels = (jax.tree.map(
-        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)).reshape(-1), t)
+        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), t)
         for t in (metrics, labels))
-    mask, sensors = labels["mask"], labels["sensor_id"]
-    for name, values in metrics.items():
-      for group, weight in [("", mask)] + [
-          (f"/{sensor}", mask * (sensors == i)) for i, sensor in enumerate(contract.SENSORS)]:
-        if weight.sum() == 0:
-          continue
-        sums[name + group] = sums.get(name + group, 0.0) + float((values * weight).sum())
-        counts[name + group] = counts.get(name + group, 0.0) + float(weight.sum())
-  return {f"val_{k}": sums[k] / counts[k] for k in sums}
+    means.add(metrics, labels["mask"], labels["sensor_id"])
+  return {f"val_{k}": v for k, v in means.result().items()}
 
 
 def prediction_panels(eval_fn, g_params, satclip_params, dataset, mesh, global_batch: int,

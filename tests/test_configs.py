@@ -51,6 +51,8 @@ def _differences(a, b, prefix=""):
                  "data.sources.sentinel2.weight", "data.sources.sentinel2.derived_gsd_m",
                  "data.sources.sentinel2.prob_native"}),
     ("rs_losses", {"loss.lambda_rs", "loss.lambda_hist"}),
+    ("baselines", {"model.generator.kind", "model.injection.style", "loss.lambda_gan",
+                   "optim.lr", "optim.b1"}),
 ])
 def test_variants_override_only_their_own_knobs(name, changed):
   base, variant = load_config("multiscale").to_dict(), load_config(name).to_dict()

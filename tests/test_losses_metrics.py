@@ -117,3 +117,13 @@ def test_metrics_are_per_example():
   assert float(m["l1"][0]) == pytest.approx(0.1, rel=1e-4)
   assert float(m["l1"][1]) == 0.0
   assert float(m["ssim"][1]) == pytest.approx(1.0)
+
+
+def test_grouped_means_ignore_padding_and_split_by_sensor():
+  from nirgan_jax.metrics import GroupedMeans
+
+  means = GroupedMeans(("a", "b"))
+  means.add({"psnr": np.array([10.0, 20.0, np.inf])}, np.array([1, 1, 0]), np.array([0, 1, 0]))
+  means.add({"psnr": np.array([30.0, np.inf])}, np.array([1, 0]), np.array([1, 1]))
+  assert means.result() == {"psnr": 20.0, "psnr/a": 10.0, "psnr/b": 25.0}
+  assert means.counts == {"psnr": 3.0, "psnr/a": 1.0, "psnr/b": 2.0}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from nirgan_jax.models.baselines import CNNNIR, MLPNIR, LinearNIR
 from nirgan_jax.models.discriminator import PatchDiscriminator
 from nirgan_jax.models.generator import INJECTION_STYLES, Generator
 from nirgan_jax.models.layers import count_params
 from nirgan_jax.models.satclip import LocationEncoder, spherical_harmonics
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# "resnet" is NIR-GAN's generator; the others are the non-adversarial baselines.
+GENERATOR_KINDS = ("resnet", "linear", "mlp", "cnn")
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -20,8 +23,19 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return COMPUTE_DTYPES[name]
 
 
-def build_generator(config: ml_collections.ConfigDict) -> Generator:
+def build_generator(config: ml_collections.ConfigDict):
   g, inj = config.model.generator, config.model.injection
+  kind = g.get("kind", "resnet")
+  if kind not in GENERATOR_KINDS:
+    raise ValueError(f"model.generator.kind must be one of {GENERATOR_KINDS}, got {kind!r}")
+  if kind != "resnet":
+    baseline = config.model.baseline
+    if kind == "linear":
+      return LinearNIR(dtype=compute_dtype(config))
+    if kind == "mlp":
+      return MLPNIR(hidden=baseline.hidden, depth=baseline.depth, dtype=compute_dtype(config))
+    return CNNNIR(hidden=baseline.hidden, depth=baseline.depth,
+                  conv_impl=config.model.conv_impl, dtype=compute_dtype(config))
   return Generator(
       ngf=g.ngf,
       n_blocks=g.n_blocks,
@@ -53,11 +67,17 @@ def build_location_encoder(config: ml_collections.ConfigDict) -> LocationEncoder
 
 
 def uses_location(config: ml_collections.ConfigDict) -> bool:
-  return config.model.injection.style != "none"
+  """Whether the generator takes a SatCLIP embedding (the baselines never do)."""
+  return (config.model.injection.style != "none"
+          and config.model.generator.get("kind", "resnet") == "resnet")
 
 
 __all__ = [
+    "CNNNIR",
+    "GENERATOR_KINDS",
     "INJECTION_STYLES",
+    "LinearNIR",
+    "MLPNIR",
     "Generator",
     "LocationEncoder",
     "PatchDiscriminator",

@@ -21,7 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   # "auto": matmul-lowered convolutions on CPU (several times faster there), XLA's on GPU/TPU.
   config.model.conv_impl = "auto"
   config.model.generator = ml_collections.ConfigDict(dict(
+      kind="resnet",  # resnet (NIR-GAN) | linear | mlp | cnn (baselines, configs/baselines.py)
       ngf=64, n_blocks=9, norm="instance", padding_type="reflect", dropout_rate=0.0))
+  # Width and depth of the mlp and cnn baselines.
+  config.model.baseline = ml_collections.ConfigDict(dict(hidden=64, depth=3))
   config.model.injection = ml_collections.ConfigDict(dict(
       style="multiply",  # multiply | add | concat | none
       map_size=128,  # side of the square map the SatCLIP Dense produces

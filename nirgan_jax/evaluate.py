@@ -1,0 +1,182 @@
+"""Evaluates NIR-GAN and baselines on a built dataset: a metrics table overall and per sensor.
+
+    python -m nirgan_jax.evaluate --model models/nirgan [--baselines models/linear models/cnn]
+        --dataset s2_100k/default --data_dir ~/tensorflow_datasets [--split test]
+        [--image_size 256] [--batch_size 8] [--ssim_window 11] [--figures 4] [--out DIR]
+
+Models are model directories (``nirgan_jax.export``, ``nirgan_jax.import_torch``) or original
+NIR-GAN ``.ckpt`` files; ``NAME=PATH`` names one in the table (default: ``nirgan`` for
+``--model``, the generator kind or the folder name for baselines). Each example is the
+centre ``image_size`` crop at native resolution, as in training's evaluation. Writes
+``metrics.md`` and ``metrics.csv`` (L1, L2, PSNR, SSIM, NDVI/NDWI/EVI MAE) and, with
+``--figures N``, ``figures_<model>.png`` of the first N examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from data_prep import contract
+from nirgan_jax import figures, input_pipeline, metrics, model_io
+from nirgan_jax.import_torch import CheckpointError
+from nirgan_jax.inference import Model, load_model
+
+METRIC_COLUMNS = ("l1", "l2", "psnr", "ssim", "ndvi_mae", "ndwi_mae", "evi_mae")
+OVERALL = "all"
+
+
+def parse_named(spec: str, default_name: str | None = None) -> tuple[str, str]:
+  """``NAME=PATH`` or ``PATH``."""
+  name, sep, path = spec.partition("=")
+  if sep:
+    return name, path
+  return default_name or "", spec
+
+
+def load_named_models(model: str, baselines: Sequence[str]) -> dict[str, Model]:
+  models = {}
+  for spec, default in [(model, "nirgan")] + [(b, None) for b in baselines]:
+    name, path = parse_named(spec, default)
+    loaded = load_model(path)
+    if not name:
+      kind = loaded.config.model.generator.get("kind", "resnet")
+      name = kind if kind != "resnet" else Path(path).name
+    if name in models:
+      raise ValueError(f"two models are named {name!r}: name them with NAME=PATH")
+    models[name] = loaded
+  return models
+
+
+@functools.lru_cache(maxsize=None)
+def _metric_fn(ssim_window: int):
+  return jax.jit(functools.partial(metrics.image_metrics, ssim_window=ssim_window))
+
+
+def evaluate_models(models: dict[str, Model], dataset, batch_size: int, ssim_window: int = 11,
+                    num_figures: int = 0, progress: bool = True
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict]:
+  """One pass over ``dataset`` with every model.
+
+  Returns (means per model: {"l1": ..., "l1/naip": ...}, example counts per group, and the
+  first ``num_figures`` examples: {"rgb", "nir", "pred": {model: ...}}).
+  """
+  means = {name: metrics.GroupedMeans(contract.SENSORS) for name in models}
+  samples = {"rgb": [], "nir": [], "pred": {name: [] for name in models}}
+  n_batches = -(-len(dataset) // batch_size)
+  for batch in tqdm(input_pipeline.eval_batches(dataset, batch_size), total=n_batches,
+                    desc="evaluate", unit="batch", disable=not progress):
+    keep = min(batch_size, num_figures - len(samples["rgb"]))
+    keep = int(min(keep, batch["mask"].sum())) if keep > 0 else 0
+    if keep:
+      samples["rgb"] += list(batch["rgb"][:keep])
+      samples["nir"] += list(batch["nir"][:keep])
+    for name, model in models.items():
+      lonlat = batch["lonlat"] if model.uses_location else None
+      pred = model(batch["rgb"], lonlat)
+      values = jax.device_get(_metric_fn(ssim_window)(batch["rgb"], pred, batch["nir"]))
+      means[name].add(values, batch["mask"], batch["sensor_id"])
+      if keep:
+        samples["pred"][name] += list(pred[:keep])
+  counts = {}
+  for key, count in next(iter(means.values())).counts.items():
+    if key.startswith("l1"):
+      counts[OVERALL if key == "l1" else key.split("/", 1)[1]] = int(count)
+  return {name: m.result() for name, m in means.items()}, counts, samples
+
+
+def table_rows(results: dict[str, dict[str, float]], counts: dict[str, int]) -> list[dict]:
+  """One row per (model, group), overall first, then the sensors present."""
+  groups = [OVERALL] + [s for s in contract.SENSORS if s in counts]
+  rows = []
+  for group in groups:
+    for name, values in results.items():
+      suffix = "" if group == OVERALL else f"/{group}"
+      rows.append({"model": name, "sensor": group, "examples": counts[group],
+                   **{m: values[m + suffix] for m in METRIC_COLUMNS}})
+  return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+  header = ["model", "sensor", "examples", *METRIC_COLUMNS]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in rows:
+    cells = [row["model"], row["sensor"], str(row["examples"])]
+    cells += [f"{row[m]:.2f}" if m == "psnr" else f"{row[m]:.4f}" for m in METRIC_COLUMNS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict]) -> str:
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=["model", "sensor", "examples", *METRIC_COLUMNS])
+  writer.writeheader()
+  writer.writerows(rows)
+  return out.getvalue()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m nirgan_jax.evaluate",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model", required=True, help="[NAME=]model directory or .ckpt")
+  parser.add_argument("--baselines", nargs="*", default=[], help="[NAME=]model directories")
+  parser.add_argument("--dataset", required=True, help='TFDS "<dataset>/<config>"')
+  parser.add_argument("--data_dir", required=True, help="TFDS data directory")
+  parser.add_argument("--split", default="test", help="split (TFDS syntax, e.g. test, "
+                                                      "validation+test)")
+  parser.add_argument("--image_size", type=int, default=256, help="centre crop, px")
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--ssim_window", type=int, default=11)
+  parser.add_argument("--figures", type=int, default=0, help="examples to draw per model")
+  parser.add_argument("--out", default="evaluation", help="folder for the table and figures")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  try:
+    if args.image_size % 4 or args.image_size <= 0:
+      raise ValueError(f"--image_size must be a positive multiple of 4, got {args.image_size}")
+    models = load_named_models(args.model, args.baselines)
+    spec = input_pipeline.SourceSpec(name=args.dataset, data_dir=str(Path(args.data_dir)
+                                                                      .expanduser()),
+                                     split=args.split, native_gsd_m=0.0)
+    dataset = input_pipeline.eval_dataset([spec], args.image_size)
+    results, counts, samples = evaluate_models(models, dataset, args.batch_size,
+                                               args.ssim_window, args.figures,
+                                               progress=not args.quiet)
+  except (model_io.ModelDirError, CheckpointError, input_pipeline.MissingDataError,
+          OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  rows = table_rows(results, counts)
+  table = markdown_table(rows)
+  (out / "metrics.md").write_text(
+      f"# {args.dataset} ({args.split}), centre {args.image_size} px crops\n\n{table}")
+  (out / "metrics.csv").write_text(csv_table(rows))
+  if samples["rgb"]:
+    rgb, nir = np.stack(samples["rgb"]), np.stack(samples["nir"])
+    for name, preds in samples["pred"].items():
+      fig = figures.comparison_figure(rgb, nir, np.stack(preds))
+      fig.suptitle(f"{name}: {args.dataset} ({args.split})", fontsize=9)
+      fig.savefig(out / f"figures_{name}.png", dpi=120)
+      figures.plt.close(fig)
+  print(table, end="")
+  print(f"wrote {out / 'metrics.md'} and {out / 'metrics.csv'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
