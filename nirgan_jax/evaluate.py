@@ -57,7 +57,7 @@ def load_named_models(model: str, baselines: Sequence[str]) -> dict[str, Model]:
   return models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _metric_fn(ssim_window: int):
   return jax.jit(functools.partial(metrics.image_metrics, ssim_window=ssim_window))
 

@@ -6,13 +6,13 @@ import csv
 import numpy as np
 import pytest
 import rasterio
+from test_predict import save_tiny_model
 
 from data_prep import build
 from nirgan_jax import evaluate, gan_step, inference, model_io
 from nirgan_jax.models import config as model_config
 
 from conftest import SHARED_DATA, load_config, rbg_key
-from test_predict import save_tiny_model
 
 S2_SAMPLE = SHARED_DATA / "s2_100k_sample"
 
