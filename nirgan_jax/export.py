@@ -41,12 +41,18 @@ def inference_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   return model_config.model_sections(config)
 
 
-def inference_fn(config: ml_collections.ConfigDict) -> Callable[..., jax.Array]:
-  """``f(g_params, satclip_params, rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)``, pure."""
+def inference_fn(config: ml_collections.ConfigDict, pad: bool = True
+                 ) -> Callable[..., jax.Array]:
+  """``f(g_params, satclip_params, rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)``, pure.
+
+  With ``pad=False`` the input is not reflect-padded by ``config.pad`` first: for callers
+  that feed real context around what they keep (tiled prediction).
+  """
   nirgan = gan_step.NIRGAN.from_config(config)
 
   def predict(g_params, satclip_params, rgb, lonlat):
-    return nirgan.generate(g_params, rgb, nirgan.embed(satclip_params, lonlat))
+    return nirgan.generate(g_params, rgb, nirgan.embed(satclip_params, lonlat),
+                           pad=None if pad else 0)
 
   return predict
 

@@ -80,12 +80,13 @@ class NIRGAN:
     return jax.lax.stop_gradient(self.encoder.apply(satclip_params, lonlat))
 
   def generate(self, g_params: Any, rgb: jax.Array, embedding: jax.Array | None, *,
-               dropout_rng: jax.Array | None = None) -> jax.Array:
+               dropout_rng: jax.Array | None = None, pad: int | None = None) -> jax.Array:
     """Pad, run G, crop: (B, H, W, 3) -> (B, H, W, 1) float32.
 
+    ``pad`` defaults to ``config.pad``; tiled inference passes 0 and brings its own context.
     Dropout (if the config enables it) is active only when ``dropout_rng`` is given.
     """
-    pad = self.config.pad
+    pad = self.config.pad if pad is None else pad
     x = layers.pad_spatial(rgb, pad, "reflect")
     rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
     out = self.generator.apply({"params": g_params}, x, embedding,

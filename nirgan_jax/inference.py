@@ -18,14 +18,17 @@ from nirgan_jax import export, model_io, models
 
 @dataclasses.dataclass
 class Model:
-  """``model(rgb (B,H,W,3) in [0, 1], lonlat (B,2)) -> nir (B,H,W,1)`` as numpy float32."""
+  """``model(rgb (B,H,W,3) in [0, 1], lonlat (B,2)) -> nir (B,H,W,1)`` as numpy float32.
+
+  Jitted once per input shape: callers that loop keep the batch shape fixed.
+  """
 
   config: ml_collections.ConfigDict
   params: dict[str, Any]
   source: str
 
   def __post_init__(self):
-    self._predict = jax.jit(export.inference_fn(self.config))
+    self._predict = {pad: jax.jit(export.inference_fn(self.config, pad)) for pad in (True, False)}
     self._g_params = jax.tree.map(jnp.asarray, self.params["generator"])
     self._satclip_params = jax.tree.map(jnp.asarray, self.params.get("satclip", {}))
 
@@ -33,14 +36,21 @@ class Model:
   def uses_location(self) -> bool:
     return models.uses_location(self.config)
 
-  def __call__(self, rgb: np.ndarray, lonlat: np.ndarray | None = None) -> np.ndarray:
+  @property
+  def pad(self) -> int:
+    """Context (px) the generator was trained to see around a patch (reflect padding)."""
+    return self.config.pad
+
+  def __call__(self, rgb: np.ndarray, lonlat: np.ndarray | None = None,
+               pad: bool = True) -> np.ndarray:
+    """``pad=False``: ``rgb`` already carries its context, no reflect padding is added."""
     rgb = np.asarray(rgb, np.float32)
     if lonlat is None:
       if self.uses_location:
         raise ValueError(f"{self.source} injects SatCLIP: pass lon/lat for each image")
       lonlat = np.zeros((rgb.shape[0], 2), np.float32)
-    out = self._predict(self._g_params, self._satclip_params, rgb,
-                        np.asarray(lonlat, np.float32))
+    out = self._predict[pad](self._g_params, self._satclip_params, rgb,
+                             np.asarray(lonlat, np.float32))
     return np.asarray(out)
 
 

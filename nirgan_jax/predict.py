@@ -1,7 +1,7 @@
 """Predicts a near-infrared band for RGB GeoTIFFs of any size.
 
     python -m nirgan_jax.predict IN.tif [IN2.tif | FOLDER ...] --model MODEL --out OUT
-        [--bands 1,2,3] [--scale 10000] [--tile 256] [--overlap 64] [--batch_size 4]
+        [--bands 1,2,3] [--scale 10000] [--tile 256] [--overlap 32] [--batch_size 4]
         [--output nir|rgbn|ndvi] [--dtype float32|uint16] [--cog] [--lonlat LON,LAT]
         [--match_histogram REF.tif [--match_band 1] [--match_scale 10000]] [--overwrite]
 
@@ -52,7 +52,7 @@ class Options:
   bands: tuple[int, int, int] = (1, 2, 3)
   scale: float | None = None  # DN / scale = reflectance; None: by dtype (DEFAULT_SCALES, else 1)
   tile: int = 256
-  overlap: int = 64
+  overlap: int = 32
   batch_size: int = 4
   output: str = "nir"
   dtype: str = "float32"
@@ -99,17 +99,17 @@ def check_input(path: Path, options: Options, needs_location: bool) -> None:
 
 def read_tile(src: rasterio.DatasetReader, t: tiling.Tile, bands: Sequence[int],
               scale: float) -> tuple[np.ndarray, np.ndarray]:
-  """(tile, tile, 3) reflectance, reflect-padded where the tile passes the raster's edge, and
+  """(tile, tile, 3) reflectance, reflect-padded where the tile lies outside the raster, and
   the (tile, tile) validity mask (False outside the raster)."""
-  h = min(t.size, src.height - t.row)
-  w = min(t.size, src.width - t.col)
-  window = Window(t.col, t.row, w, h)
+  top, left = max(t.row, 0), max(t.col, 0)
+  bottom, right = min(t.row + t.size, src.height), min(t.col + t.size, src.width)
+  window = Window(left, top, right - left, bottom - top)
   data = src.read(list(bands), window=window).astype(np.float32) / scale
   valid = src.read_masks(list(bands), window=window).all(axis=0)
   data = np.clip(np.nan_to_num(np.moveaxis(data, 0, -1)), 0.0, 1.0)
-  pad = ((0, t.size - h), (0, t.size - w))
-  if h < t.size or w < t.size:
-    mode = "reflect" if min(h, w) > 1 else "edge"
+  pad = ((top - t.row, t.row + t.size - bottom), (left - t.col, t.col + t.size - right))
+  if any(p for side in pad for p in side):
+    mode = "reflect" if min(data.shape[:2]) > 1 else "edge"
     data = np.pad(data, pad + ((0, 0),), mode=mode)
     valid = np.pad(valid, pad, constant_values=False)
   return data, valid
@@ -121,8 +121,8 @@ def tile_lonlat(src: rasterio.DatasetReader, batch: Sequence[tiling.Tile],
   if lonlat is not None:
     return np.tile(np.asarray(lonlat, np.float32), (len(batch), 1))
   # The centre of the part of each tile that lies inside the raster.
-  rows = [(t.row + min(t.row + t.size, src.height)) / 2 for t in batch]
-  cols = [(t.col + min(t.col + t.size, src.width)) / 2 for t in batch]
+  rows = [(max(t.row, 0) + min(t.row + t.size, src.height)) / 2 for t in batch]
+  cols = [(max(t.col, 0) + min(t.col + t.size, src.width)) / 2 for t in batch]
   xs, ys = rasterio.transform.xy(src.transform, rows, cols, offset="ul")
   lons, lats = warp.transform(src.crs, "EPSG:4326", np.atleast_1d(xs), np.atleast_1d(ys))
   return np.stack([lons, lats], axis=-1).astype(np.float32)
@@ -142,7 +142,9 @@ def predict_nir(model: Model, src: rasterio.DatasetReader, options: Options,
   finished band of rows (the generator's raw output, NaN where the input is nodata). Returns
   the valid pixel count."""
   scale = input_scale(src, options.scale)
-  all_tiles = tiling.tiles(src.height, src.width, options.tile, options.overlap)
+  # The generator's training context (config.pad) comes from the neighbouring pixels inside
+  # the raster and from reflection outside it, so tiles go through the generator unpadded.
+  all_tiles = tiling.tiles(src.height, src.width, options.tile, options.overlap, model.pad)
   blender = tiling.StripBlender(src.height, src.width, options.tile, channels=2)
   valid_pixels = 0
   for batch in _batches(all_tiles, options.batch_size):
@@ -155,7 +157,7 @@ def predict_nir(model: Model, src: rasterio.DatasetReader, options: Options,
     if lonlat is not None:
       lonlat = np.concatenate([lonlat, np.zeros((options.batch_size - len(batch), 2),
                                                 np.float32)])
-    nir = model(rgb, lonlat)
+    nir = model(rgb, lonlat, pad=False)
     for t, (_, valid), pred in zip(batch, pairs, nir, strict=False):
       stacked = np.concatenate([pred, valid[..., None].astype(np.float32)], axis=-1)
       for first, rows in blender.add(t, stacked):
@@ -256,7 +258,8 @@ def predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
       def write_rows(first, rows):
         nir_dst.write(rows, 1, window=Window(0, first, src.width, rows.shape[0]))
 
-      n_tiles = len(tiling.tiles(src.height, src.width, options.tile, options.overlap))
+      n_tiles = len(tiling.tiles(src.height, src.width, options.tile, options.overlap,
+                                 model.pad))
       with tqdm(total=n_tiles, desc=in_path.name, unit="tile", disable=not progress) as bar:
         valid = predict_nir(model, src, options, write_rows, bar)
     if valid == 0:
@@ -328,7 +331,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="DN / scale = reflectance (default: 255 for uint8, 10000 for "
                            "(u)int16, 1 for float)")
   parser.add_argument("--tile", type=int, default=256, help="tile size, px (multiple of 4)")
-  parser.add_argument("--overlap", type=int, default=64, help="tile overlap, px (multiple of 4)")
+  parser.add_argument("--overlap", type=int, default=32, help="tile overlap, px (multiple of 4)")
   parser.add_argument("--batch_size", type=int, default=4, help="tiles per forward pass")
   parser.add_argument("--output", choices=OUTPUTS, default="nir")
   parser.add_argument("--dtype", choices=DTYPES, default="float32",

@@ -1,12 +1,15 @@
 """Overlapping tiles over a large raster, blended back without seams.
 
-Tiles start at multiples of ``ALIGN`` (the generator's total stride), so a tile sees the same
-downsampling phase as a whole-image forward would. Each tile's prediction is weighted by a
-separable window that is 0 for the first quarter of the overlap at an inner tile edge (where
-the tile lacks context), rises as a raised cosine over the middle half and is 1 beyond; at the
-raster's own edges the weight stays 1. Two tiles overlapping by exactly ``overlap`` then have
-weights that sum to 1, and in general the blend is the weighted sum divided by the summed
-weights.
+The raster is seen as if reflect-padded by ``margin`` px on every side (the context the
+generator was trained with at patch edges); tiles of ``tile`` px cover that padded extent and
+are fed to the generator as they are, so inside the raster a tile's context is real
+neighbouring pixels, not a reflection. Tiles start at ``-margin`` plus multiples of ``ALIGN``
+(the generator's total stride): every tile sees the downsampling phase of one whole-image
+forward. Each tile's prediction is weighted by a separable window that is 0 for the first
+quarter of the overlap at an inner tile edge (where the tile lacks context), rises as a
+raised cosine over the middle half and is 1 beyond; at the raster's own edges the weight
+stays 1. Two tiles overlapping by exactly ``overlap`` have weights that sum to 1; in general
+the blend is the weighted sum divided by the summed weights.
 """
 
 from __future__ import annotations
@@ -19,21 +22,22 @@ import numpy as np
 ALIGN = 4
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-  """Start offsets (multiples of ``ALIGN``) of tiles of ``tile`` px, overlapping by at least
-  ``overlap``, whose union covers [0, size). The last tile may pass the end by < ``ALIGN`` px
-  (and a tile longer than the raster passes it): those pixels are reflect-padded."""
-  if tile % ALIGN or overlap % ALIGN or not 0 <= overlap < tile:
+def tile_starts(size: int, tile: int, overlap: int, margin: int = 0) -> list[int]:
+  """Start offsets of tiles of ``tile`` px, overlapping by at least ``overlap``, that cover
+  [-margin, size + margin); each is ``-margin`` plus a multiple of ``ALIGN``. The last tile
+  may pass the padded extent by < ``ALIGN`` px (and a tile longer than it passes it)."""
+  if tile % ALIGN or overlap % ALIGN or not 0 <= overlap < tile or margin < 0:
     raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {ALIGN} "
-                     "with 0 <= overlap < tile")
-  if size <= tile:
-    return [0]
+                     f"with 0 <= overlap < tile, and margin ({margin}) >= 0")
+  span = size + 2 * margin
+  if span <= tile:
+    return [-margin]
   stride = tile - overlap
-  starts = list(range(0, size - tile, stride))
-  last = -(-(size - tile) // ALIGN) * ALIGN  # ceil to ALIGN: ends within ALIGN - 1 of size
+  starts = list(range(0, span - tile, stride))
+  last = -(-(span - tile) // ALIGN) * ALIGN  # ceil to ALIGN: ends within ALIGN - 1 of span
   if last > starts[-1]:
     starts.append(last)
-  return starts
+  return [s - margin for s in starts]
 
 
 def edge_ramp(overlap: int) -> np.ndarray:
@@ -58,15 +62,17 @@ def window_1d(length: int, overlap: int, inner_start: bool, inner_end: bool) -> 
 
 @dataclasses.dataclass(frozen=True)
 class Tile:
-  row: int  # top-left offset in the raster (may extend past its bottom/right edge)
+  row: int  # top-left offset in the raster (may lie outside it: the reflected border)
   col: int
   size: int
   weights: np.ndarray  # (size, size) blend window
 
 
-def tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
-  """Every tile of a ``height`` x ``width`` raster, row by row."""
-  rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+def tiles(height: int, width: int, tile: int, overlap: int, margin: int = 0) -> list[Tile]:
+  """Every tile of a ``height`` x ``width`` raster seen with ``margin`` px of reflected
+  border, row by row."""
+  rows = tile_starts(height, tile, overlap, margin)
+  cols = tile_starts(width, tile, overlap, margin)
   out = []
   for i, r in enumerate(rows):
     wr = window_1d(tile, overlap, i > 0, i < len(rows) - 1)
@@ -88,14 +94,18 @@ class StripBlender:
     self._weight = np.zeros((tile, width, 1), np.float64)
 
   def add(self, t: Tile, prediction: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """Adds a (size, size, C) prediction; yields (first_row, rows) that are final."""
+    """Adds a (size, size, C) prediction; yields (first_row, rows) that are final. The parts
+    of the tile outside the raster are dropped."""
     yield from self._advance_to(t.row)
-    r0 = t.row - self._base
-    h = min(t.size, self.height - t.row)
-    w = min(t.size, self.width - t.col)
-    weights = t.weights[:h, :w, None]
-    self._sum[r0:r0 + h, t.col:t.col + w] += prediction[:h, :w] * weights
-    self._weight[r0:r0 + h, t.col:t.col + w] += weights
+    top, left = max(t.row, 0), max(t.col, 0)
+    bottom, right = min(t.row + t.size, self.height), min(t.col + t.size, self.width)
+    if bottom <= top or right <= left:
+      return
+    inside = (slice(top - t.row, bottom - t.row), slice(left - t.col, right - t.col))
+    weights = t.weights[inside][..., None]
+    rows = slice(top - self._base, bottom - self._base)
+    self._sum[rows, left:right] += prediction[inside] * weights
+    self._weight[rows, left:right] += weights
 
   def finish(self) -> Iterator[tuple[int, np.ndarray]]:
     yield from self._advance_to(self.height)

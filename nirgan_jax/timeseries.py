@@ -202,7 +202,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="DN / scale = reflectance (default by dtype, as predict)")
   parser.add_argument("--lonlat", default=None, help="LON,LAT for rasters without a CRS")
   parser.add_argument("--tile", type=int, default=256)
-  parser.add_argument("--overlap", type=int, default=64)
+  parser.add_argument("--overlap", type=int, default=32)
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
