@@ -2,11 +2,11 @@
 multiply injection, random weights) over a generated 4,096 x 4,096 RGB uint16 GeoTIFF.
 
     python benchmarks/predict.py [--size 4096] [--large] [--tile 256] [--overlap 32]
-        [--batch_size 4] [--torch]
+        [--batch_size 4] [--generator full|tiny] [--torch]
 
 Prints one JSON line: output megapixels per second (compilation excluded: a warm-up on a
 small raster compiles first) and the peak RSS. ``--large`` predicts a 10,980 x 10,980
-Sentinel-2-tile-sized scene instead. ``--torch`` also times the PyTorch reference generator
+Sentinel-2-tile-sized scene instead; ``--generator tiny`` measures its memory in minutes. ``--torch`` also times the PyTorch reference generator
 of ``tests/torch_reference.py`` on 256 px tiles (with the 10 px pad, no overlap), the way
 the original predicts.
 """
@@ -48,8 +48,12 @@ def write_scene(path: Path, size: int, strip: int = 512) -> None:
                 window=Window(0, row, size, h))
 
 
-def full_model_dir(path: Path) -> Path:
+def model_dir(path: Path, size: str) -> Path:
+  """A generator of the reference size ("full") or the test size ("tiny", for measuring
+  memory on very large scenes in minutes), random weights, SatCLIP injection."""
   config = model_config.get_config()
+  if size == "tiny":
+    config.model.generator.update(dict(ngf=8, n_blocks=2))
   nirgan = gan_step.NIRGAN.from_config(config)
   key = jax.random.key(0, impl="rbg")
   params = {
@@ -82,6 +86,7 @@ def main() -> None:
   parser.add_argument("--tile", type=int, default=256)
   parser.add_argument("--overlap", type=int, default=32)
   parser.add_argument("--batch_size", type=int, default=4)
+  parser.add_argument("--generator", choices=("full", "tiny"), default="full")
   parser.add_argument("--torch", action="store_true")
   parser.add_argument("--repeats", type=int, default=3, help="torch timing repeats")
   args = parser.parse_args()
@@ -91,7 +96,7 @@ def main() -> None:
     tmp = Path(tmp)
     write_scene(tmp / "scene.tif", size)
     write_scene(tmp / "warmup.tif", args.tile + 8)
-    model = inference.load_model(full_model_dir(tmp / "model"))
+    model = inference.load_model(model_dir(tmp / "model", args.generator))
     options = predict.Options(tile=args.tile, overlap=args.overlap,
                               batch_size=args.batch_size)
     predict.predict_file(model, tmp / "warmup.tif", tmp / "warmup_nir.tif", options, False)
@@ -102,7 +107,8 @@ def main() -> None:
       assert np.isfinite(out.read(1, window=Window(0, 0, 256, 256))).all()
 
   record = {"benchmark": "predict", **common.environment(), "size_px": size,
-            "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size,
+            "generator": args.generator, "tile": args.tile, "overlap": args.overlap,
+            "batch_size": args.batch_size,
             "conv_impl": model.config.model.conv_impl, "seconds": round(seconds, 1),
             "mpx_per_s": round(size * size / seconds / 1e6, 4),
             "peak_rss_mb": round(common.peak_rss_mb(), 1)}
