@@ -35,7 +35,9 @@ from nirgan_jax.models import config as model_config  # noqa: E402
 def write_scene(path: Path, size: int, strip: int = 512) -> None:
   """A size x size 3-band uint16 UTM GeoTIFF of smooth fields and texture, strip by strip."""
   rng = np.random.default_rng(0)
-  with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3,
+  # A small GDAL cache, so that writing the input does not inflate the peak RSS reported
+  # for predicting it.
+  with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3,
                      dtype="uint16", crs="EPSG:32632",
                      transform=from_origin(500_000, 5_200_000, 10, 10), tiled=True,
                      compress="deflate") as dst:

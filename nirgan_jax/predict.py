@@ -41,6 +41,7 @@ DTYPES = ("float32", "uint16")
 UINT16_SCALE = 10_000  # reflectance x 10000, as Sentinel-2 products
 UINT16_NODATA = 65_535
 DEFAULT_SCALES = {"uint8": 255.0, "uint16": 10_000.0, "int16": 10_000.0}
+GDAL_CACHE_MB = 128
 
 
 class PredictError(RuntimeError):
@@ -250,6 +251,14 @@ def write_product(src: rasterio.DatasetReader, nir_path: Path, out_path: Path,
 def predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
                  progress: bool = True) -> Path:
   """Predicts ``in_path`` into ``out_path`` atomically; returns ``out_path``."""
+  # Every raster is read and written strip by strip once: GDAL's block cache (by default 5 %
+  # of the machine's memory) would only hold blocks that are never read again.
+  with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
+    return _predict_file(model, in_path, out_path, options, progress)
+
+
+def _predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
+                  progress: bool) -> Path:
   with open_raster(in_path) as src, tempfile.TemporaryDirectory(
       prefix=f".{out_path.name}.", dir=out_path.parent) as tmp:
     nir_path = Path(tmp) / "nir.tif"
