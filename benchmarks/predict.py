@@ -6,7 +6,8 @@ multiply injection, random weights) over a generated 4,096 x 4,096 RGB uint16 Ge
 
 Prints one JSON line: output megapixels per second (compilation excluded: a warm-up on a
 small raster compiles first) and the peak RSS. ``--large`` predicts a 10,980 x 10,980
-Sentinel-2-tile-sized scene instead; ``--generator tiny`` measures its memory in minutes. ``--torch`` also times the PyTorch reference generator
+Sentinel-2-tile-sized scene instead; ``--generator tiny`` measures its memory in minutes.
+``--torch`` also times the PyTorch reference generator
 of ``tests/torch_reference.py`` on 256 px tiles (with the 10 px pad, no overlap), the way
 the original predicts.
 """
@@ -37,10 +38,10 @@ def write_scene(path: Path, size: int, strip: int = 512) -> None:
   rng = np.random.default_rng(0)
   # A small GDAL cache, so that writing the input does not inflate the peak RSS reported
   # for predicting it.
-  with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3,
-                     dtype="uint16", crs="EPSG:32632",
-                     transform=from_origin(500_000, 5_200_000, 10, 10), tiled=True,
-                     compress="deflate") as dst:
+  profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint16",
+                 crs="EPSG:32632", transform=from_origin(500_000, 5_200_000, 10, 10),
+                 tiled=True, compress="deflate")
+  with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), rasterio.open(path, "w", **profile) as dst:
     for row in range(0, size, strip):
       h = min(strip, size - row)
       yy, xx = np.mgrid[row:row + h, 0:size] / 80.0
