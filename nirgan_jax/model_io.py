@@ -15,6 +15,7 @@ end, so a failed write never leaves a directory that looks complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,6 +44,9 @@ def save_model_dir(path: str | Path, params: dict[str, Any],
     raise FileExistsError(f"{path}: output exists (pass overwrite=True / --overwrite)")
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+  umask = os.umask(0)
+  os.umask(umask)
+  tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the model directory is not
   try:
     host_params = jax.tree.map(np.asarray, params)
     checkpointer = ocp.StandardCheckpointer()

@@ -171,6 +171,9 @@ def write_atomic(path: Path, content: bytes) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(content)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an output is not
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
