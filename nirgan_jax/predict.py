@@ -360,6 +360,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
+  """Options from parsed arguments (``predict``'s, or another tool's with the same names)."""
   try:
     bands = tuple(int(b) for b in args.bands.split(","))
     lonlat = tuple(float(v) for v in args.lonlat.split(",")) if args.lonlat else None
@@ -374,11 +375,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
       0 <= args.overlap < args.tile):
     raise PredictError(f"--tile {args.tile} and --overlap {args.overlap} must be multiples of "
                        f"{tiling.ALIGN} with 0 <= overlap < tile")
-  return Options(bands=bands, scale=args.scale, tile=args.tile, overlap=args.overlap,
-                 batch_size=args.batch_size, output=args.output, dtype=args.dtype, cog=args.cog,
-                 lonlat=lonlat, match_histogram=args.match_histogram,
-                 match_band=args.match_band, match_scale=args.match_scale,
-                 overwrite=args.overwrite)
+  # Every other Options field the command line has; a caller's parser may have fewer.
+  given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
+           if f.name not in ("bands", "lonlat") and hasattr(args, f.name)}
+  return Options(bands=bands, lonlat=lonlat, **given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,18 +90,18 @@ def _ndvi_mean(red: np.ndarray, nir: np.ndarray, valid: np.ndarray) -> float:
 
 
 def observe(model: Model, path: Path, options: predict.Options, window_px: int,
-            nir_band: int | None) -> Observation:
-  """Predicts the central window of one raster and measures its NDVI."""
+            nir_band: int) -> Observation:
+  """Predicts the central window of one raster and measures its NDVI (and the true NDVI if
+  the raster has band ``nir_band``)."""
   with predict.open_raster(path) as src:
     date = parse_date(path, src.tags())
     window = central_window(src.height, src.width, window_px)
-    context = Window(max(0, window.col_off - CONTEXT_PX), max(0, window.row_off - CONTEXT_PX),
-                     0, 0)
-    context = Window(context.col_off, context.row_off,
-                     min(src.width, window.col_off + window.width + CONTEXT_PX) - context.col_off,
-                     min(src.height, window.row_off + window.height + CONTEXT_PX)
-                     - context.row_off)
-    bands = list(options.bands) + ([nir_band] if nir_band else [])
+    top, left = max(0, window.row_off - CONTEXT_PX), max(0, window.col_off - CONTEXT_PX)
+    bottom = min(src.height, window.row_off + window.height + CONTEXT_PX)
+    right = min(src.width, window.col_off + window.width + CONTEXT_PX)
+    context = Window(left, top, right - left, bottom - top)
+    has_nir = 0 < nir_band <= src.count
+    bands = list(options.bands) + ([nir_band] if has_nir else [])
     data = src.read(bands, window=context)
     masks = src.read_masks(bands, window=context)
     profile = dict(driver="GTiff", height=context.height, width=context.width,
@@ -132,7 +132,7 @@ def observe(model: Model, path: Path, options: predict.Options, window_px: int,
   pred = np.clip(rows[inner], 0, 1)
   valid &= np.isfinite(pred)
   red = reflectance[0]
-  ndvi_true = _ndvi_mean(red, reflectance[3], valid) if nir_band else None
+  ndvi_true = _ndvi_mean(red, reflectance[3], valid) if has_nir else None
   return Observation(date, path, _ndvi_mean(red, pred, valid), ndvi_true, int(valid.sum()),
                      figures.rgb_display(np.moveaxis(reflectance[:3], 0, -1)))
 
@@ -223,19 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not folder.is_dir():
       raise predict.PredictError(f"{folder}: not a folder")
     paths = predict.expand_inputs([str(folder)])
-    pred_args = argparse.Namespace(
-        bands=args.bands, scale=args.scale, tile=args.tile, overlap=args.overlap,
-        batch_size=4, output="nir", dtype="float32", cog=False, lonlat=args.lonlat,
-        match_histogram=None, match_band=1, match_scale=None, overwrite=False)
-    options = predict.options_from_args(pred_args)
+    options = predict.options_from_args(args)
     model = load_model(args.model)
     for path in paths:
       predict.check_input(path, options, model.uses_location)
     observations = []
     for path in tqdm(paths, desc="dates", unit="raster", disable=args.quiet):
-      with predict.open_raster(path) as src:
-        nir_band = args.nir_band if 0 < args.nir_band <= src.count else None
-      observations.append(observe(model, path, options, args.window, nir_band))
+      observations.append(observe(model, path, options, args.window, args.nir_band))
     observations.sort(key=lambda o: o.date)
     fig = plot(observations, f"{folder.name}: {len(observations)} dates")
     image = io.BytesIO()

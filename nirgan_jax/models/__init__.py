@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from nirgan_jax.models.baselines import CNNNIR, MLPNIR, LinearNIR
+from nirgan_jax.models.baselines import CNNNIR, MLPNIR
 from nirgan_jax.models.discriminator import PatchDiscriminator
 from nirgan_jax.models.generator import INJECTION_STYLES, Generator
 from nirgan_jax.models.layers import count_params
@@ -31,7 +31,7 @@ def build_generator(config: ml_collections.ConfigDict):
   if kind != "resnet":
     baseline = config.model.baseline
     if kind == "linear":
-      return LinearNIR(dtype=compute_dtype(config))
+      return MLPNIR(depth=1, dtype=compute_dtype(config))
     if kind == "mlp":
       return MLPNIR(hidden=baseline.hidden, depth=baseline.depth, dtype=compute_dtype(config))
     return CNNNIR(hidden=baseline.hidden, depth=baseline.depth,
@@ -76,7 +76,6 @@ __all__ = [
     "CNNNIR",
     "GENERATOR_KINDS",
     "INJECTION_STYLES",
-    "LinearNIR",
     "MLPNIR",
     "Generator",
     "LocationEncoder",

@@ -14,20 +14,9 @@ import jax.numpy as jnp
 from nirgan_jax.models import layers
 
 
-class LinearNIR(nn.Module):
-  """NIR = w . RGB + b, per pixel (4 parameters)."""
-
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, rgb: jax.Array, embedding: jax.Array | None = None, *,
-               deterministic: bool = True) -> jax.Array:
-    del embedding, deterministic
-    return nn.Dense(1, dtype=self.dtype, name="linear")(rgb).astype(jnp.float32)
-
-
 class MLPNIR(nn.Module):
-  """A per-pixel MLP: ``depth`` Dense layers, ReLU between, ``hidden`` units wide."""
+  """A per-pixel MLP: ``depth`` Dense layers, ReLU between, ``hidden`` units wide. With
+  ``depth=1`` it is the linear regression NIR = w . RGB + b (4 parameters)."""
 
   hidden: int = 64
   depth: int = 3
