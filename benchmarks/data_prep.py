@@ -24,8 +24,8 @@ from rasterio.transform import from_origin
 # Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
 # `data_prep` package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks import common  # noqa: E402
-from data_prep import build, demo  # noqa: E402
+from benchmarks import common
+from data_prep import build, demo
 
 # B01..B12 (no B10) as weights on R, G, B, NIR of a demo landscape: coastal ~ blue,
 # red edge between red and NIR, SWIR from the soil-like part.

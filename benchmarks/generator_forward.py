@@ -19,9 +19,9 @@ import jax
 # Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
 # `data_prep` package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks import common  # noqa: E402
-from nirgan_jax import models  # noqa: E402
-from nirgan_jax.models import config as model_config  # noqa: E402
+from benchmarks import common
+from nirgan_jax import models
+from nirgan_jax.models import config as model_config
 
 SIZES = {
     "full": dict(ngf=64, n_blocks=9, image=256, pad=10),

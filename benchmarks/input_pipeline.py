@@ -19,11 +19,11 @@ from pathlib import Path
 # Run as a script, sys.path[0] is benchmarks/, where data_prep.py would shadow the
 # `data_prep` package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-from absl import flags  # noqa: E402
+from absl import flags
 
-from benchmarks import common  # noqa: E402
-from data_prep import build  # noqa: E402
-from nirgan_jax import input_pipeline as ip  # noqa: E402
+from benchmarks import common
+from data_prep import build
+from nirgan_jax.data import pipeline as ip
 
 BATCH = 16
 

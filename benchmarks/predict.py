@@ -26,11 +26,16 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-import jax  # noqa: E402
+import jax
 
-from benchmarks import common  # noqa: E402
-from nirgan_jax import gan_step, inference, model_io, predict  # noqa: E402
-from nirgan_jax.models import config as model_config  # noqa: E402
+from benchmarks import common
+from nirgan_jax import models
+from nirgan_jax.infer import model as inference
+from nirgan_jax.infer import (
+  model_io,
+  predict,
+)
+from nirgan_jax.models import config as model_config
 
 
 def write_scene(path: Path, size: int, strip: int = 512) -> None:
@@ -57,12 +62,12 @@ def model_dir(path: Path, size: str) -> Path:
   config = model_config.get_config()
   if size == "tiny":
     config.model.generator.update(dict(ngf=8, n_blocks=2))
-  nirgan = gan_step.NIRGAN.from_config(config)
+  nirgan = models.NIRGAN.from_config(config)
   key = jax.random.key(0, impl="rbg")
   params = {
       "generator": jax.jit(nirgan.generator.init)(
           key, np.zeros((1, 276, 276, 3), np.float32), np.zeros((1, 256), np.float32))["params"],
-      "satclip": gan_step.init_location_encoder(nirgan, key),
+      "satclip": models.init_location_encoder(nirgan, key),
   }
   return model_io.save_model_dir(path, params, config)
 

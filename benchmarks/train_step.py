@@ -21,11 +21,13 @@ import numpy as np
 # Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
 # `data_prep` package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks import common  # noqa: E402
-from nirgan_jax import gan_step  # noqa: E402
-from nirgan_jax import mesh as mesh_lib  # noqa: E402
-from nirgan_jax.models import config as model_config  # noqa: E402
-from nirgan_jax.models import layers  # noqa: E402
+from benchmarks import common
+from nirgan_jax import models
+from nirgan_jax.models import config as model_config
+from nirgan_jax.models import layers
+from nirgan_jax.train import mesh as mesh_lib
+from nirgan_jax.train import state as train_state
+from nirgan_jax.train import step as gan_step
 
 SIZES = {
     "full": dict(ngf=64, n_blocks=9, ndf=64, image=256, pad=10),
@@ -61,10 +63,10 @@ def synthetic_batch(batch: int, image: int) -> dict[str, np.ndarray]:
 def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -> dict:
   config = make_config(size, dtype, conv_impl)
   image = SIZES[size]["image"]
-  nirgan = gan_step.NIRGAN.from_config(config)
+  nirgan = models.NIRGAN.from_config(config)
   mesh = mesh_lib.make_data_mesh()
-  g, d = gan_step.create_train_states(nirgan, jax.random.key(0, impl="rbg"), image, mesh)
-  satclip = gan_step.init_location_encoder(nirgan, jax.random.key(1, impl="rbg"))
+  g, d = train_state.create_train_states(nirgan, jax.random.key(0, impl="rbg"), image, mesh)
+  satclip = models.init_location_encoder(nirgan, jax.random.key(1, impl="rbg"))
   data = mesh_lib.shard_batch(mesh, synthetic_batch(batch, image))
   rng = jax.random.key(2, impl="rbg")
   step = gan_step.make_train_step(nirgan, mesh)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -27,6 +27,7 @@ from data_prep.landsat8 import Landsat8
 from data_prep.s2_100k import S2100k
 from data_prep.sen2naip import Sen2Naip
 from data_prep.worldstrat import WorldStrat
+from nirgan_jax import errors
 
 BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, Sen2Naip, WorldStrat)}
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
@@ -39,7 +40,8 @@ def make_config(builder_cls, name: str | None, patch_size: int | None, stride: i
   configs = {c.name: c for c in builder_cls.BUILDER_CONFIGS}
   name = name or builder_cls.BUILDER_CONFIGS[0].name
   if name not in configs:
-    raise ValueError(f"unknown config {name!r} for {builder_cls.name}; known: {sorted(configs)}")
+    raise errors.NirganError(f"unknown config {name!r} for {builder_cls.name}; "
+                             f"known: {sorted(configs)}")
   config = configs[name]
   changes, suffix = {}, ""
   if patch_size is not None and patch_size != config.patch_size:
@@ -63,11 +65,11 @@ def build(source: str, data_dir: str | Path, manual_dir: str | Path | None = Non
           extra: dict | None = None, workers: int = 1):
   """Builds ``source``; returns (builder, report dict or None if an existing build was reused)."""
   if source not in BUILDERS:
-    raise ValueError(f"unknown source {source!r}; known: {sorted(BUILDERS)}")
+    raise errors.NirganError(f"unknown source {source!r}; known: {sorted(BUILDERS)}")
   cls = BUILDERS[source]
   if cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
     if manual_dir is None:
-      raise ValueError(f"{source} needs --manual_dir.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      raise errors.UsageError(f"{source} needs --manual_dir.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     manual_dir = Path(manual_dir)
     if not manual_dir.is_dir() or not any(manual_dir.iterdir()):
       raise FileNotFoundError(f"{manual_dir}: manual_dir does not exist or is empty.\n"
@@ -116,30 +118,26 @@ def parse_options(options: list[str], builder_cls) -> dict:
   for option in options:
     key, sep, text = option.partition("=")
     if not sep or key not in fields:
-      raise ValueError(f"--option {option!r}: expected KEY=VALUE with KEY one of "
+      raise errors.NirganError(f"--option {option!r}: expected KEY=VALUE with KEY one of "
                        f"{sorted(k for k in fields if k not in _BASE_FIELDS)}")
     current = getattr(builder_cls.BUILDER_CONFIGS[0], key)
     try:
       out[key] = type(current)(text) if current is not None else text
     except ValueError as e:
-      raise ValueError(f"--option {option!r}: {e}") from e
+      raise errors.NirganError(f"--option {option!r}: {e}") from e
   return out
 
 
-def main(argv=None) -> int:
+@errors.cli
+def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   if BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS and not args.manual_dir:
-    print(f"error: {args.source} needs --manual_dir.\n"
-          f"{BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS}", file=sys.stderr)
-    return 2
-  try:
-    extra = parse_options(args.option, BUILDERS[args.source])
-    builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
-                            args.patch_size, args.stride, args.max_invalid_share, args.overwrite,
-                            extra, args.workers)
-  except (FileNotFoundError, ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    raise errors.UsageError(f"{args.source} needs --manual_dir.\n"
+                            f"{BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  extra = parse_options(args.option, BUILDERS[args.source])
+  builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
+                          args.patch_size, args.stride, args.max_invalid_share, args.overwrite,
+                          extra, args.workers)
   if report is None:
     print(f"{builder.data_dir}: already built (pass --overwrite to rebuild)")
     return 0
@@ -150,4 +148,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  errors.run(main)

@@ -12,30 +12,40 @@ One example is one patch at its native resolution:
 
 Big tensors are stored with ``encoding="bytes"`` (the default int64-list encoding
 is ~20x slower to write and 2x slower to read).
+
+``REFLECTANCE_SCALE`` is the one home of the x 10000 convention: the builders, the input
+pipeline and the inference tools (uint16 outputs, default input scales) all read it here,
+which is why TensorFlow Datasets is imported only by ``features``.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import tensorflow_datasets as tfds
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
 
 # Index = ``sensor_id`` in the input pipeline: append, never reorder.
 SENSORS = ("landsat8", "sentinel2", "spot6", "naip", "aerial", "other")
-REFLECTANCE_SCALE = 10000.0
+REFLECTANCE_SCALE = 10000.0  # stored DN = reflectance x REFLECTANCE_SCALE
 _UINT16_MAX = np.iinfo(np.uint16).max
-_BYTES = tfds.features.Encoding.BYTES
 
 
 def features(patch_size: int) -> tfds.features.FeaturesDict:
+  import tensorflow_datasets as tfds
+
+  as_bytes = tfds.features.Encoding.BYTES
   return tfds.features.FeaturesDict({
       "rgb": tfds.features.Tensor(shape=(patch_size, patch_size, 3), dtype=np.uint16,
-                                  encoding=_BYTES),
+                                  encoding=as_bytes),
       "nir": tfds.features.Tensor(shape=(patch_size, patch_size, 1), dtype=np.uint16,
-                                  encoding=_BYTES),
+                                  encoding=as_bytes),
       # Bytes-encoded: a Scalar float64 is serialised through float32 (0.4 m of error).
-      "lon": tfds.features.Tensor(shape=(), dtype=np.float64, encoding=_BYTES,
+      "lon": tfds.features.Tensor(shape=(), dtype=np.float64, encoding=as_bytes,
                                   doc="patch centre longitude, EPSG:4326"),
-      "lat": tfds.features.Tensor(shape=(), dtype=np.float64, encoding=_BYTES,
+      "lat": tfds.features.Tensor(shape=(), dtype=np.float64, encoding=as_bytes,
                                   doc="patch centre latitude, EPSG:4326"),
       "gsd_m": tfds.features.Scalar(dtype=np.float32, doc="ground sampling distance, metres"),
       "sensor": tfds.features.Text(doc=f"one of {SENSORS}"),

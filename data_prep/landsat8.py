@@ -1,4 +1,4 @@
-"""Landsat-8 OLI patches at 30 m, from two layouts (DATA_FORMATS.md section 4).
+"""Landsat-8 OLI patches at 30 m, from two layouts (see the README, "Data preparation").
 
 ``rgbn_toa`` (default): a folder (searched recursively) of 4-band GeoTIFFs with bands
 R, G, B, NIR (L8 B4, B3, B2, B5) as float top-of-atmosphere reflectance, UTM, 30 m:

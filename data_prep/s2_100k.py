@@ -1,6 +1,6 @@
 """SatCLIP's S2-100K: 100,000 Sentinel-2 L2A patches (256 px, 12 bands, UTM, 10 m).
 
-Layout of ``manual_dir`` (as published; see DATA_FORMATS.md section 3)::
+Layout of ``manual_dir`` (as published)::
 
     index.csv              columns fn, lon, lat (read by name)
     images/patch_<N>.tif   12 bands uint16 B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from data_prep import raster, splits
+from data_prep import contract, raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import SkipItem
 
@@ -87,5 +87,6 @@ class S2100k(PatchBuilder):
     if not path.is_file():
       raise SkipItem("listed in index.csv but missing")
     offset = self.builder_config.boa_offset
-    yield from self._tile_raster(path, L2A_BANDS, lambda dn: (dn - offset) / 10000.0,
+    yield from self._tile_raster(path, L2A_BANDS,
+                                 lambda dn: (dn - offset) / contract.REFLECTANCE_SCALE,
                                  sensor="sentinel2", default_nodata=S2_NODATA)

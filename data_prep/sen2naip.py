@@ -1,5 +1,5 @@
 """SEN2NAIP v2: NAIP (2.5 m) and Sentinel-2-like (10 m) RGBN pairs over the USA,
-read from either distribution (DATA_FORMATS.md section 1), detected by layout:
+read from either distribution (see the README, "Data preparation"), detected by layout:
 
 * TACO (``*.taco``, ``*.part.taco``, e.g. ``sen2naipv2-crosssensor.taco``): a
   "tortilla" container. Bytes 0:2 magic (``WX`` TACO, ``#y`` tortilla), 2:10 footer
@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 from rasterio import CRS, Affine
 from rasterio.io import MemoryFile
 
-from data_prep import splits
+from data_prep import contract, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
 
@@ -214,7 +214,7 @@ class Sen2Naip(PatchBuilder):
       raise SkipItem(f"sample has {len(rows)} items, no {resolution.upper()} image")
     leaf = rows[ITEM_INDEX[resolution]]
     subfile = vsisubfile(path, base + int(leaf["tortilla:offset"]), int(leaf["tortilla:length"]))
-    yield from self._tile_raster(subfile, RGBN, lambda dn: dn / 10000.0,
+    yield from self._tile_raster(subfile, RGBN, lambda dn: dn / contract.REFLECTANCE_SCALE,
                                  sensor=SENSOR[resolution], date=item.extra["date"],
                                  source_name=f"{item.source}/{resolution}")
 
@@ -253,7 +253,7 @@ class Sen2Naip(PatchBuilder):
                        dtype=image.dtype, crs=profile["crs"],
                        transform=profile["transform"]) as dst:
         dst.write(image[:4])
-      yield from self._tile_raster(memory.name, RGBN, lambda dn: dn / 10000.0,
+      yield from self._tile_raster(memory.name, RGBN, lambda dn: dn / contract.REFLECTANCE_SCALE,
                                    sensor=SENSOR[resolution],
                                    source_name=f"{item.source}/{resolution}")
 

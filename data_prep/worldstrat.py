@@ -1,5 +1,5 @@
 """WorldStrat: SPOT-6/7 high-resolution and Sentinel-2 L2A low-resolution imagery of
-~4,000 areas of interest (AOIs), DATA_FORMATS.md section 2.
+~4,000 areas of interest (AOIs), as the README's "Data preparation" describes.
 
 Layout of ``manual_dir`` (the Zenodo archive, extracted)::
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from data_prep import raster, splits
+from data_prep import contract, raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout
 
@@ -153,7 +153,7 @@ class WorldStrat(PatchBuilder):
     if self.builder_config.resolution == "lr":
       with raster.open_raster(path) as src:
         is_float = src.dtypes[0].startswith("float")
-      scale = (lambda x: x) if is_float else (lambda dn: dn / 10000.0)
+      scale = (lambda x: x) if is_float else (lambda dn: dn / contract.REFLECTANCE_SCALE)
       yield from self._tile_raster(path, L2A_BANDS, scale, sensor="sentinel2",
                                    date=revisit.lowres_date, source_name=name)
       return
@@ -165,6 +165,6 @@ class WorldStrat(PatchBuilder):
       south = (window.row_off + window.height / 2 - height / 2) * HR_GSD_M
       return offset_lonlat(revisit.lon, revisit.lat, east, south)
 
-    yield from self._tile_raster(path, HR_BANDS, lambda dn: dn / 10000.0, sensor="spot6",
-                                 date=revisit.highres_date, source_name=name, locate=locate,
-                                 gsd_m=HR_GSD_M)
+    yield from self._tile_raster(path, HR_BANDS, lambda dn: dn / contract.REFLECTANCE_SCALE,
+                                 sensor="spot6", date=revisit.highres_date, source_name=name,
+                                 locate=locate, gsd_m=HR_GSD_M)

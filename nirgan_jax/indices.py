@@ -3,21 +3,41 @@
 Every function takes arrays of equal shape and an ``eps`` that guards the
 denominator: with ``eps > 0`` (as the losses use) an all-zero input gives 0, not NaN.
 For products (maps a user reads) pass ``eps=0`` to get the textbook value.
+
+JAX arrays (and tracers) give JAX arrays; numpy arrays give numpy arrays without
+importing JAX, so the inference tools can compute products on the host.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+  import jax
+
+  Array = np.ndarray | jax.Array
+else:
+  Array = Any
 
 DEFAULT_EPS = 1e-6
 
 
-def _safe_ratio(num: jax.Array, den: jax.Array, eps: float) -> jax.Array:
+def _array_module(*arrays):
+  """``jax.numpy`` if any input is a JAX array, else numpy."""
+  jax = sys.modules.get("jax")  # without JAX loaded no input can be a JAX array
+  if jax is not None and any(isinstance(a, jax.Array) for a in arrays):
+    return jax.numpy
+  return np
+
+
+def _safe_ratio(num: Array, den: Array, eps: float) -> Array:
   if eps == 0:
     return num / den
   # Push the denominator away from zero on its own side, so the sign is kept.
-  den = jnp.where(den >= 0, den + eps, den - eps)
+  den = _array_module(den).where(den >= 0, den + eps, den - eps)
   return num / den
 
 
@@ -50,8 +70,9 @@ def msavi(red, nir, eps: float = DEFAULT_EPS):
 
   The radicand is clipped at ``eps`` so the square root (and its gradient) is finite.
   """
-  radicand = jnp.square(2.0 * nir + 1.0) - 8.0 * (nir - red)
-  return (2.0 * nir + 1.0 - jnp.sqrt(jnp.maximum(radicand, eps))) / 2.0
+  xp = _array_module(red, nir)
+  radicand = xp.square(2.0 * nir + 1.0) - 8.0 * (nir - red)
+  return (2.0 * nir + 1.0 - xp.sqrt(xp.maximum(radicand, eps))) / 2.0
 
 
 def gndvi(green, nir, eps: float = DEFAULT_EPS):
@@ -62,7 +83,7 @@ def gndvi(green, nir, eps: float = DEFAULT_EPS):
 INDEX_NAMES = ("ndvi", "ndwi", "evi", "savi", "msavi", "gndvi")
 
 
-def compute_index(name: str, rgb: jax.Array, nir: jax.Array, eps: float = DEFAULT_EPS):
+def compute_index(name: str, rgb: Array, nir: Array, eps: float = DEFAULT_EPS):
   """Index ``name`` from channels-last RGB (..., 3) and NIR (..., 1); returns (..., 1)."""
   red, green, blue = rgb[..., 0:1], rgb[..., 1:2], rgb[..., 2:3]
   if name == "ndvi":

@@ -17,10 +17,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import pytest  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real samples vendored with the tests (see tests/data/README.md).
+TEST_DATA = REPO / "tests" / "data"
 
 
 def load_config_file(path):
@@ -44,33 +43,21 @@ def rbg_key(seed: int):
   return jax.random.key(seed, impl="rbg")
 
 
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.py"
+
+
 def tiny_config(style: str = "multiply"):
-  """The full recipe shrunk so that a step compiles and runs in seconds on 2 cores."""
-  config = load_config("multiscale")
-  config.pad = 4
-  config.model.generator.ngf = 8
-  config.model.generator.n_blocks = 2
-  config.model.discriminator.ndf = 8
-  config.model.discriminator.n_layers = 2
+  """``tests/configs/tiny.py`` with SatCLIP injection ``style``."""
+  config = load_config_file(TINY_CONFIG)
   config.model.injection.style = style
-  config.model.injection.map_size = 16
-  config.satclip.legendre_polys = 4
-  config.satclip.dim_hidden = 16
-  config.satclip.embed_dim = 16
-  config.satclip.allow_random_init = True
   return config
 
 
 def bias_before_instance_norm(network: str, path: tuple[str, ...], config) -> bool:
   """Conv biases right before an instance norm have zero true gradient: their float noise
-  differs between device layouts and Adam turns it into +-lr steps (see JAX_NOTES)."""
+  differs between device layouts, and Adam's normalisation turns that noise into +-lr steps."""
   if path[-1] != "bias":
     return False
   if network == "G":
     return path[0] not in ("conv_out", "injection")
   return path[0] not in ("conv_0", f"conv_{config.model.discriminator.n_layers + 1}")
-
-
-@pytest.fixture
-def tiny():
-  return tiny_config()

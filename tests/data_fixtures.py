@@ -1,5 +1,6 @@
 """Fixture writers: small copies of the raw archives in their exact on-disk layouts
-(DATA_FORMATS.md), each with known pixel values, known centres and broken files."""
+(as the README's data preparation table describes them), each with known pixel values,
+known centres and broken files."""
 
 from __future__ import annotations
 

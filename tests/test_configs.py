@@ -3,7 +3,9 @@ the reference values and the variants change only what they are for."""
 
 import pytest
 
-from nirgan_jax import gan_step, input_pipeline, training
+from nirgan_jax import models
+from nirgan_jax.data import pipeline as input_pipeline
+from nirgan_jax.train import config_checks
 
 from conftest import REPO, load_config
 
@@ -13,8 +15,8 @@ CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "_
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_validates_and_builds(name):
   config = load_config(name)
-  training.validate_config(config)
-  nirgan = gan_step.NIRGAN.from_config(config)
+  config_checks.validate_config(config)
+  nirgan = models.NIRGAN.from_config(config)
   assert (nirgan.encoder is None) == (config.model.injection.style == "none")
   specs = input_pipeline.source_specs(config.data, config.data.train_split)
   assert specs and all(s.weight > 0 for s in specs)

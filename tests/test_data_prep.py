@@ -19,9 +19,9 @@ from data_prep.demo import demo_patch
 from data_prep.report import REPORT_JSON, REPORT_TEXT
 
 import data_fixtures
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, TEST_DATA
 
-S2_SAMPLE = SHARED_DATA / "s2_100k_sample"
+S2_SAMPLE = TEST_DATA / "s2_100k_sample"
 
 
 def _text(value) -> str:

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from nirgan_jax import gan_step
-from nirgan_jax import mesh as mesh_lib
+from nirgan_jax import models
+from nirgan_jax.train import mesh as mesh_lib
+from nirgan_jax.train import state as train_state
+from nirgan_jax.train import step as gan_step
 
 from conftest import bias_before_instance_norm, load_config, tiny_config
 
@@ -26,11 +28,11 @@ def _batch(n=8, seed=0):
 
 
 def _setup(config, devices):
-  nirgan = gan_step.NIRGAN.from_config(config)
+  nirgan = models.NIRGAN.from_config(config)
   mesh = mesh_lib.make_data_mesh(devices)
   key = jax.random.key(0, impl=config.rng_impl)
-  g_state, d_state = gan_step.create_train_states(nirgan, key, IMAGE, mesh)
-  satclip_params = gan_step.init_location_encoder(nirgan, jax.random.key(1, impl=config.rng_impl))
+  g_state, d_state = train_state.create_train_states(nirgan, key, IMAGE, mesh)
+  satclip_params = models.init_location_encoder(nirgan, jax.random.key(1, impl=config.rng_impl))
   return nirgan, mesh, g_state, d_state, satclip_params
 
 
@@ -117,12 +119,12 @@ def test_nonfinite_loss_leaves_the_states_unchanged():
 
 def test_learning_rate_is_injectable():
   config = tiny_config("none")
-  nirgan = gan_step.NIRGAN.from_config(config)
+  nirgan = models.NIRGAN.from_config(config)
   mesh = mesh_lib.make_data_mesh(jax.devices()[:1])
-  g, _ = gan_step.create_train_states(nirgan, jax.random.key(0, impl="rbg"), IMAGE, mesh)
-  assert float(gan_step.learning_rate(g)) == pytest.approx(2e-4)
-  g = gan_step.with_learning_rate(g, 2e-5)
-  assert float(gan_step.learning_rate(g)) == pytest.approx(2e-5)
+  g, _ = train_state.create_train_states(nirgan, jax.random.key(0, impl="rbg"), IMAGE, mesh)
+  assert float(train_state.learning_rate(g)) == pytest.approx(2e-4)
+  g = train_state.with_learning_rate(g, 2e-5)
+  assert float(train_state.learning_rate(g)) == pytest.approx(2e-5)
 
 
 def test_eval_step_returns_per_example_metrics():

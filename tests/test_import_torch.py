@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from nirgan_jax import import_torch, model_io, models
+from nirgan_jax import models
+from nirgan_jax.infer import import_torch, model_io
 
 torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402

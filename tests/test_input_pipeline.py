@@ -6,9 +6,9 @@ import rasterio
 from absl import flags
 
 from data_prep import build
-from nirgan_jax import input_pipeline as ip
+from nirgan_jax.data import pipeline as ip
 
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 
 IMAGE = 32
 
@@ -129,7 +129,7 @@ def test_missing_source_names_the_build_command(tmp_path):
 
 
 def test_real_s2_100k_values_through_the_pipeline(tmp_path):
-  build.build("s2_100k", tmp_path, SHARED_DATA / "s2_100k_sample")
+  build.build("s2_100k", tmp_path, TEST_DATA / "s2_100k_sample")
   spec = ip.SourceSpec(name="s2_100k/default", data_dir=str(tmp_path), split="train")
   source = ip.open_source(spec)
   transform = ip.ExampleTransform(spec, image_size=256, augment=False)
@@ -137,7 +137,7 @@ def test_real_s2_100k_values_through_the_pipeline(tmp_path):
     element = source[i]
     out = transform.random_map(element, np.random.default_rng(0))
     name = element["source_id"].decode().split(":")[0]
-    with rasterio.open(SHARED_DATA / "s2_100k_sample" / "images" / name) as src:
+    with rasterio.open(TEST_DATA / "s2_100k_sample" / "images" / name) as src:
       bands = src.read([4, 3, 2, 8]).astype(np.float32) / 10000
     for row, col in ((0, 0), (100, 37), (255, 255)):
       np.testing.assert_allclose(out["rgb"][row, col], np.clip(bands[:3, row, col], 0, 1),
@@ -199,7 +199,7 @@ def test_iterator_state_round_trips_through_orbax(demo_dirs, tmp_path):
 def test_host_batches_become_one_global_array(demo_dirs):
   import jax
 
-  from nirgan_jax import mesh as mesh_lib
+  from nirgan_jax.train import mesh as mesh_lib
 
   mesh = mesh_lib.make_data_mesh()
   batch = ip.train_dataset(_specs(demo_dirs), IMAGE, global_batch_size=8, seed=0)[0]

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nirgan_jax import indices, losses, metrics
+from nirgan_jax import indices, metrics
+from nirgan_jax.train import losses
 
 from conftest import load_config
 

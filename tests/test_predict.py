@@ -6,29 +6,31 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from nirgan_jax import gan_step, inference, model_io, predict, tiling
+from nirgan_jax import models
+from nirgan_jax.infer import model as inference
+from nirgan_jax.infer import model_io, predict, products, tiling
 from nirgan_jax.models import config as model_config
 
-from conftest import SHARED_DATA, rbg_key, tiny_config
+from conftest import TEST_DATA, rbg_key, tiny_config
 from data_fixtures import write_geotiff
 
 CRS = "EPSG:32632"
 TRANSFORM = from_origin(500_000, 5_200_000, 10, 10)
-S2_SAMPLES = SHARED_DATA / "s2_100k_sample" / "images"
+S2_SAMPLES = TEST_DATA / "s2_100k_sample" / "images"
 
 
 def save_tiny_model(path, style="multiply", norm="instance"):
   config = tiny_config(style)
   config.model.generator.norm = norm
   config.model.conv_impl = "xla"
-  nirgan = gan_step.NIRGAN.from_config(config)
+  nirgan = models.NIRGAN.from_config(config)
   size = 32 + 2 * config.pad
   embedding = np.zeros((1, config.satclip.embed_dim), np.float32) if nirgan.encoder else None
   params = {"generator": nirgan.generator.init(rbg_key(0), np.zeros((1, size, size, 3),
                                                                     np.float32),
                                                embedding)["params"]}
   if nirgan.encoder is not None:
-    params["satclip"] = gan_step.init_location_encoder(nirgan, rbg_key(1))
+    params["satclip"] = models.init_location_encoder(nirgan, rbg_key(1))
   return model_io.save_model_dir(path, params, model_config.model_sections(config))
 
 
@@ -114,7 +116,7 @@ def test_real_s2_samples_rgbn_uint16_cog(tmp_path, satclip_model):
       assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
       rgb_in, rgbn = src.read([4, 3, 2]), out.read()
       np.testing.assert_array_equal(rgbn[:3], np.minimum(rgb_in, 10_000))
-      assert (rgbn[3] < predict.UINT16_NODATA).all() and rgbn[3].std() > 0
+      assert (rgbn[3] < products.UINT16_NODATA).all() and rgbn[3].std() > 0
 
 
 def test_nodata_pixels_stay_nodata(tmp_path, satclip_model):
@@ -125,11 +127,11 @@ def test_nodata_pixels_stay_nodata(tmp_path, satclip_model):
                        str(tmp_path / "out.tif"), "--dtype", "uint16", "--quiet"]) == 0
   with rasterio.open(tmp_path / "out.tif") as out:
     nir = out.read(1)
-    assert out.nodata == predict.UINT16_NODATA
+    assert out.nodata == products.UINT16_NODATA
     assert (out.read_masks(1)[10:30, 40:90] == 0).all()
   hole = np.zeros(nir.shape, bool)
   hole[10:30, 40:90] = True
-  assert (nir[hole] == predict.UINT16_NODATA).all() and (nir[~hole] < 10_000).all()
+  assert (nir[hole] == products.UINT16_NODATA).all() and (nir[~hole] < 10_000).all()
 
 
 def test_ndvi_output_and_histogram_matching(tmp_path, satclip_model):
@@ -209,7 +211,7 @@ def test_bad_input_fails_cleanly(case, tmp_path, satclip_model, capsys):
 
 def test_original_checkpoint_and_imported_model_predict_the_same(tmp_path):
   torch = pytest.importorskip("torch")
-  from nirgan_jax import import_torch
+  from nirgan_jax.infer import import_torch
 
   import torch_reference as ref
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nirgan_jax.schedules import Plateau
+from nirgan_jax.train.schedules import Plateau
 
 torch = pytest.importorskip("torch")
 

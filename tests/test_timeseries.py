@@ -9,7 +9,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 from test_predict import CRS, TRANSFORM, landscape, save_tiny_model
 
-from nirgan_jax import timeseries
+from nirgan_jax.infer import timeseries
 
 from data_fixtures import write_geotiff
 
@@ -78,5 +78,5 @@ def test_date_parsing():
   assert parse(timeseries.Path("x_2021-02-03.tif"), {}) == dt.date(2021, 2, 3)
   assert parse(timeseries.Path("LC08_20210203_T1.tif"), {}) == dt.date(2021, 2, 3)
   assert parse(timeseries.Path("a.tif"), {"DATE": "2020-05-06"}) == dt.date(2020, 5, 6)
-  with pytest.raises(timeseries.predict.PredictError, match="a_12345678901.tif: no date"):
+  with pytest.raises(timeseries.geotiff.RasterError, match="a_12345678901.tif: no date"):
     parse(timeseries.Path("a_12345678901.tif"), {})

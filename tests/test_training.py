@@ -1,6 +1,8 @@
-"""End to end: train_and_evaluate on the demo data, checkpoints, TensorBoard, resume, export,
-fine-tuning, preemption, the NaN guard, and two processes on loopback."""
+"""End to end on the small demo data: a trained and resumed run (TensorBoard, checkpoints, the
+plateau schedule, the best step), export, fine-tuning, exact resume after SIGKILL, SIGTERM,
+the NaN guard, config errors, and two processes on loopback."""
 
+import dataclasses
 import glob
 import os
 import random
@@ -10,19 +12,20 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nirgan_jax import checkpointing, export, model_io, training
-from nirgan_jax import mesh as mesh_lib
-from nirgan_jax.preemption import Preempted
+from nirgan_jax.infer import model as infer_model
+from nirgan_jax.infer import model_io
+from nirgan_jax.train import checkpointing, export, loop, warm_start
+from nirgan_jax.train import mesh as mesh_lib
+from nirgan_jax.train.preemption import Preempted
 
-from conftest import REPO, bias_before_instance_norm, load_config_file
-
-TINY_CONFIG = REPO / "tests" / "configs" / "tiny_train.py"
+from conftest import REPO, TINY_CONFIG, bias_before_instance_norm, load_config_file
 
 
 @pytest.fixture(scope="module")
@@ -74,99 +77,132 @@ def _train_cli(workdir, data_dir, *flags, env=None):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_train_evaluate_checkpoint_resume_and_export(demo_data, tmp_path):
-  workdir = tmp_path / "run"
-  metrics = training.train_and_evaluate(plateau_every_eval(tiny(demo_data, steps=4)),
-                                        str(workdir))
+@dataclasses.dataclass
+class TrainedRun:
+  workdir: Path
+  first_metrics: dict  # of the first 4 steps
+  first_steps: list  # checkpoints after them
+  resumed_metrics: dict  # after resuming the same workdir to step 6
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_data, tmp_path_factory):
+  """4 steps with the plateau schedule acting at every evaluation, then resumed to step 6."""
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  first = loop.train_and_evaluate(plateau_every_eval(tiny(demo_data, steps=4)), str(workdir))
+  first_steps = _steps(workdir)
+  resumed = loop.train_and_evaluate(plateau_every_eval(tiny(demo_data, steps=6)), str(workdir))
+  return TrainedRun(workdir, first, first_steps, resumed)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+  """The trained run's latest step as a model directory with a jax.export program."""
+  model_dir = tmp_path_factory.mktemp("export") / "model"
+  assert export.main(["--workdir", str(trained_run.workdir), "--out", str(model_dir),
+                      "--step", "latest", "--jax_export"]) == 0
+  return model_dir
+
+
+def test_training_evaluates_and_logs_to_tensorboard(trained_run):
+  metrics = trained_run.first_metrics
   assert np.isfinite(metrics["val_l1"]) and any(k.startswith("val_psnr/") for k in metrics)
-  tags = _event_tags(workdir)
   assert {"train/g_l1", "train/d_total", "train/g_lr", "val_l1", "val_ssim",
-          "val/panels"} <= tags
-  assert _steps(workdir) == [2, 4]
+          "val/panels"} <= _event_tags(trained_run.workdir)
+  assert trained_run.first_steps == [2, 4]
 
-  # Resume: the same workdir continues from step 4 to 6 instead of starting over.
-  resumed = training.train_and_evaluate(plateau_every_eval(tiny(demo_data, steps=6)),
-                                        str(workdir))
-  assert np.isfinite(resumed["val_l1"]) and _steps(workdir)[-1] == 6
 
-  # The plateau schedule halved the learning rate at each of the 3 evaluations (steps 2, 4, 6),
-  # across the resume: its state travels in the checkpoint, the rate in the optimizer states.
-  _, metadata, _ = checkpointing.restore_weights(workdir, "latest")
+def test_resume_continues_from_the_latest_checkpoint(trained_run):
+  assert np.isfinite(trained_run.resumed_metrics["val_l1"])
+  assert _steps(trained_run.workdir) == [2, 4, 6]
+
+
+def test_plateau_schedule_carries_across_resume(trained_run):
+  # It halved the learning rate at each of the 3 evaluations (steps 2, 4, 6): its state
+  # travels in the checkpoint, the rate in the optimizer states.
+  _, metadata, _ = checkpointing.restore_weights(trained_run.workdir, "latest")
   assert metadata["plateau"]["lr"] == pytest.approx(2e-4 / 8)
-  lrs = _scalars(workdir, "train/g_lr")
+  lrs = _scalars(trained_run.workdir, "train/g_lr")
   assert lrs[1] == pytest.approx(2e-4) and lrs[3] == pytest.approx(1e-4)
   assert lrs[5] == pytest.approx(5e-5)
 
-  # The best step survives the resume (its metric is on disk, not only in memory).
-  val_l1 = _scalars(workdir, "val_l1")
-  assert checkpointing.open_read_only(workdir).best_step() == min(val_l1, key=val_l1.get)
 
-  # A different pipeline cannot resume that run.
+def test_best_step_survives_resume(trained_run):
+  # Its metric is on disk, not only in the first run's memory.
+  val_l1 = _scalars(trained_run.workdir, "val_l1")
+  best = checkpointing.open_read_only(trained_run.workdir).best_step()
+  assert best == min(val_l1, key=val_l1.get)
+
+
+def test_changed_pipeline_cannot_resume(trained_run, demo_data):
   changed = tiny(demo_data, steps=8)
   changed.data.batch_size_per_device = 4
   with pytest.raises(ValueError, match="global_batch_size"):
-    training.train_and_evaluate(changed, str(workdir))
+    loop.train_and_evaluate(changed, str(trained_run.workdir))
 
-  # Export, then predict in a fresh process with neither the training code nor the config.
-  model_dir = tmp_path / "model"
-  assert export.main(["--workdir", str(workdir), "--out", str(model_dir), "--step", "latest",
-                      "--jax_export"]) == 0
-  params, model_config = model_io.load_model_dir(model_dir)
+
+def test_export_runs_in_a_fresh_process_without_training_code(exported, tmp_path):
+  params, model_config = model_io.load_model_dir(exported)
   assert set(params) == {"generator", "satclip"} and model_config.source.step == 6
   rng = np.random.default_rng(0)
   rgb = rng.uniform(0, 0.4, (2, 48, 64, 3)).astype(np.float32)
   lonlat = np.array([[7.5, 46.9], [-120.2, 38.5]], np.float32)
-  expected = np.asarray(export.inference_fn(model_config)(
+  expected = np.asarray(infer_model.inference_fn(model_config)(
       params["generator"], params["satclip"], rgb, lonlat))
   np.save(tmp_path / "rgb.npy", rgb)
   np.save(tmp_path / "lonlat.npy", lonlat)
   script = (
       "import sys, numpy as np\n"
-      "from nirgan_jax import export, model_io\n"
+      "from nirgan_jax.infer import model, model_io\n"
       "d, t = sys.argv[1], sys.argv[2]\n"
       "rgb, ll = np.load(t + '/rgb.npy'), np.load(t + '/lonlat.npy')\n"
       "params, config = model_io.load_model_dir(d)\n"
-      "a = export.inference_fn(config)(params['generator'], params['satclip'], rgb, ll)\n"
-      "b = export.load_exported(d)(rgb, ll)\n"
-      "assert 'nirgan_jax.training' not in sys.modules\n"
+      "a = model.inference_fn(config)(params['generator'], params['satclip'], rgb, ll)\n"
+      "b = model.load_exported(d)(rgb, ll)\n"
+      "assert not [m for m in sys.modules if m.startswith('nirgan_jax.train')]\n"
       "np.save(t + '/a.npy', np.asarray(a)); np.save(t + '/b.npy', np.asarray(b))\n")
-  subprocess.run([sys.executable, "-c", script, str(model_dir), str(tmp_path)], cwd=REPO,
+  subprocess.run([sys.executable, "-c", script, str(exported), str(tmp_path)], cwd=REPO,
                  check=True, timeout=600)
   np.testing.assert_allclose(np.load(tmp_path / "a.npy"), expected, atol=1e-5)
   np.testing.assert_allclose(np.load(tmp_path / "b.npy"), expected, atol=1e-4)
   assert expected.shape == (2, 48, 64, 1)
 
-  # An existing output is not replaced without --overwrite; a missing step is named.
-  assert export.main(["--workdir", str(workdir), "--out", str(model_dir)]) == 1
-  with pytest.raises(checkpointing.CheckpointNotFoundError, match="no checkpoint of step 5"):
-    export.export_model(workdir, tmp_path / "other", which=5)
 
-  # Fine-tuning from the exported model: the run starts from its weights (lr ~0 keeps them).
-  tuned = tmp_path / "tuned"
+def test_export_refuses_an_existing_output_and_names_a_missing_step(trained_run, exported,
+                                                                     tmp_path):
+  assert export.main(["--workdir", str(trained_run.workdir), "--out", str(exported)]) == 1
+  with pytest.raises(checkpointing.CheckpointNotFoundError, match="no checkpoint of step 5"):
+    export.export_model(trained_run.workdir, tmp_path / "other", which=5)
+
+
+def test_fine_tuning_from_an_exported_model(exported, demo_data, tmp_path):
+  # lr ~0 keeps the starting weights, so the run's weights must be the model's.
+  params, _ = model_io.load_model_dir(exported)
   config = tiny(demo_data, steps=1)
   config.optim.lr = 1e-12
-  config.init.checkpoint = str(model_dir)
+  config.init.checkpoint = str(exported)
   config.satclip.allow_random_init = False  # the encoder comes from the model directory too
-  training.train_and_evaluate(config, str(tuned))
-  tuned_params, _, _ = checkpointing.restore_weights(tuned, "latest")
+  loop.train_and_evaluate(config, str(tmp_path / "tuned"))
+  tuned, _, _ = checkpointing.restore_weights(tmp_path / "tuned", "latest")
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-8),
-               tuned_params["generator"], params["generator"])
-  jax.tree.map(np.testing.assert_array_equal, tuned_params["satclip"], params["satclip"])
+               tuned["generator"], params["generator"])
+  jax.tree.map(np.testing.assert_array_equal, tuned["satclip"], params["satclip"])
 
-  # ... or from another run's workdir; a model of another size is refused by name.
+
+def test_fine_tuning_from_a_workdir_refuses_another_shape(trained_run, demo_data, tmp_path):
   config = tiny(demo_data, steps=1)
-  config.init.checkpoint = str(workdir)
+  config.init.checkpoint = str(trained_run.workdir)
   config.init.step = "latest"
-  assert "discriminator" in training.load_init_weights(config)
+  assert "discriminator" in warm_start.load_init_weights(config)
   config.model.generator.ngf = 16
   with pytest.raises(ValueError, match=r"\['conv_in'\]\['kernel'\]: shape \(7, 7, 3, 8\)"):
-    training.train_and_evaluate(config, str(tmp_path / "wrong"))
+    loop.train_and_evaluate(config, str(tmp_path / "wrong"))
 
 
 def test_resume_after_sigkill_is_bit_identical(demo_data, tmp_path):
   steps = 40
   uninterrupted = tmp_path / "uninterrupted"
-  training.train_and_evaluate(tiny(demo_data, steps=steps), str(uninterrupted))
+  loop.train_and_evaluate(tiny(demo_data, steps=steps), str(uninterrupted))
 
   killed = tmp_path / "killed"
   process = _train_cli(killed, demo_data, f"--config.train.num_train_steps={steps}")
@@ -181,7 +217,7 @@ def test_resume_after_sigkill_is_bit_identical(demo_data, tmp_path):
   interrupted_at = _steps(killed)[-1]
   assert 2 <= interrupted_at < steps
 
-  training.train_and_evaluate(tiny(demo_data, steps=steps), str(killed))
+  loop.train_and_evaluate(tiny(demo_data, steps=steps), str(killed))
   expected, _, _ = checkpointing.restore_weights(uninterrupted, steps)
   resumed, _, _ = checkpointing.restore_weights(killed, steps)
   for network in ("generator", "discriminator"):
@@ -198,12 +234,12 @@ def test_sigterm_saves_and_stops_then_resumes(demo_data, tmp_path):
 
   threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True).start()
   with pytest.raises(Preempted, match="stopped by SIGTERM") as stopped:
-    training.train_and_evaluate(tiny(demo_data, steps=10_000), str(workdir))
+    loop.train_and_evaluate(tiny(demo_data, steps=10_000), str(workdir))
   stop_step = stopped.value.step
   assert _steps(workdir)[-1] == stop_step and stop_step < 10_000
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is uninstalled
 
-  training.train_and_evaluate(tiny(demo_data, steps=stop_step + 1), str(workdir))
+  loop.train_and_evaluate(tiny(demo_data, steps=stop_step + 1), str(workdir))
   assert _steps(workdir)[-1] == stop_step + 1
 
 
@@ -219,7 +255,7 @@ def test_nonfinite_batch_is_skipped_and_never_saved(demo_data, tmp_path, monkeyp
 
   monkeypatch.setattr(mesh_lib, "shard_batch", poison_second_training_batch)
   workdir = tmp_path / "skip"
-  training.train_and_evaluate(tiny(demo_data, steps=2, image_every=0), str(workdir))
+  loop.train_and_evaluate(tiny(demo_data, steps=2, image_every=0), str(workdir))
   assert "non-finite loss at step 2" in caplog.text and "g_l1" in caplog.text
   assert _scalars(workdir, "train/nonfinite") == {1: 0.0, 2: 1.0}
   saved, _, _ = checkpointing.restore_weights(workdir, "latest")
@@ -227,8 +263,8 @@ def test_nonfinite_batch_is_skipped_and_never_saved(demo_data, tmp_path, monkeyp
 
   calls.clear()
   halted = tmp_path / "halt"
-  with pytest.raises(training.NonFiniteLossError, match="at step 2: .*g_l1"):
-    training.train_and_evaluate(tiny(demo_data, steps=2, image_every=0, on_nonfinite="halt"),
+  with pytest.raises(loop.NonFiniteLossError, match="at step 2: .*g_l1"):
+    loop.train_and_evaluate(tiny(demo_data, steps=2, image_every=0, on_nonfinite="halt"),
                                 str(halted))
   assert not (halted / "checkpoints").exists() or _steps(halted) == []
 
@@ -243,19 +279,19 @@ def test_config_errors_fail_before_compiling(demo_data, tmp_path):
   config = tiny(demo_data)
   config.model.injection.style = "multiplyy"
   with pytest.raises(ValueError, match="model.injection.style='multiplyy'"):
-    training.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   config = tiny(demo_data)
   config.train.num_images = 100
   with pytest.raises(ValueError, match="train.num_images=100"):
-    training.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   config = tiny(demo_data)
   config.satclip.allow_random_init = False
   with pytest.raises(ValueError, match="satclip.checkpoint is empty"):
-    training.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   config = tiny(demo_data)
   config.init.checkpoint = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="init.checkpoint .*missing"):
-    training.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def _free_port():
@@ -281,7 +317,7 @@ def test_two_processes_on_loopback_equal_one_process(demo_data, tmp_path):
 
   single = tmp_path / "one_process"
   config = tiny(demo_data, steps=steps)
-  training.train_and_evaluate(config, str(single))
+  loop.train_and_evaluate(config, str(single))
   expected, _, _ = checkpointing.restore_weights(single, steps)
   got, _, _ = checkpointing.restore_weights(multi, steps)
   lr = config.optim.lr

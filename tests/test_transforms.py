@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nirgan_jax import transforms
+from nirgan_jax.data import transforms
 
 
 def test_area_resample_equals_block_means_for_integer_factors():

@@ -1,5 +1,5 @@
 """A PyTorch reference of NIR-GAN's networks, written from the published description
-(DESIGN.md and the core issue), used to check weight import and numerics.
+(its layer lists and state_dict key names), used to check weight import and numerics.
 
 Module and ``nn.Sequential`` indices reproduce the original's state_dict key layout.
 """

@@ -33,14 +33,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import grain
+import jax
 import ml_collections
 import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
 
 from data_prep import contract
-from nirgan_jax import transforms
+from nirgan_jax.data import transforms
+from nirgan_jax.errors import NirganError
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(NirganError, FileNotFoundError):
   """A configured source has no built dataset."""
 
 
@@ -250,3 +254,21 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
 def json_round_trip(value: Any) -> Any:
   """Tuples become lists, as they do in the JSON a checkpoint stores."""
   return json.loads(json.dumps(value))
+
+
+def build_missing(specs: list[SourceSpec]) -> None:
+  """Builds generated sources (the demo) that are not built yet; others must be built by
+  the user from their raw archives. Process 0 builds while the others wait."""
+  from data_prep import build
+
+  if jax.process_index() == 0:
+    for spec in sorted({dataclasses.replace(s, split="", weight=0.0) for s in specs},
+                       key=lambda s: s.name):
+      dataset, _, config_name = spec.name.partition("/")
+      if build.BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS:
+        continue
+      builder, report = build.build(dataset, spec.data_dir, config=config_name or None)
+      if report is not None:
+        logging.info("built %s in %s", spec.name, builder.data_dir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("nirgan_jax.data.pipeline.build_missing")

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-REFLECTANCE_SCALE = 10000.0
+from data_prep import contract
 
 
 def area_weights(size_in: int, size_out: int) -> np.ndarray:
@@ -75,7 +75,7 @@ def dihedral(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
 def to_reflectance(stored: np.ndarray) -> np.ndarray:
   """Stored uint16 (x 10000) or float DN -> float32 reflectance clipped to [0, 1], NaN-free."""
   stored = np.asarray(stored)
-  reflectance = stored.astype(np.float32) / np.float32(REFLECTANCE_SCALE)
+  reflectance = stored.astype(np.float32) / np.float32(contract.REFLECTANCE_SCALE)
   if not np.issubdtype(stored.dtype, np.integer):  # only floats can hold NaN or inf
     reflectance = np.nan_to_num(reflectance, nan=0.0, posinf=1.0, neginf=0.0)
   return np.clip(reflectance, 0.0, 1.0, out=reflectance)

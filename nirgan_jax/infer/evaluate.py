@@ -18,7 +18,6 @@ import argparse
 import csv
 import functools
 import io
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep import contract
-from nirgan_jax import figures, input_pipeline, metrics, model_io
-from nirgan_jax.import_torch import CheckpointError
-from nirgan_jax.inference import Model, load_model
+from nirgan_jax import errors, metrics
+from nirgan_jax.data import pipeline as input_pipeline
+from nirgan_jax.infer import figures, outputs
+from nirgan_jax.infer.model import Model, load_model
 
 METRIC_COLUMNS = ("l1", "l2", "psnr", "ssim", "ndvi_mae", "ndwi_mae", "evi_mae")
 OVERALL = "all"
@@ -52,7 +52,7 @@ def load_named_models(model: str, baselines: Sequence[str]) -> dict[str, Model]:
       kind = loaded.config.model.generator.get("kind", "resnet")
       name = kind if kind != "resnet" else Path(path).name
     if name in models:
-      raise ValueError(f"two models are named {name!r}: name them with NAME=PATH")
+      raise errors.UsageError(f"two models are named {name!r}: name them with NAME=PATH")
     models[name] = loaded
   return models
 
@@ -142,41 +142,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+@errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  try:
-    if args.image_size % 4 or args.image_size <= 0:
-      raise ValueError(f"--image_size must be a positive multiple of 4, got {args.image_size}")
-    models = load_named_models(args.model, args.baselines)
-    spec = input_pipeline.SourceSpec(name=args.dataset, data_dir=str(Path(args.data_dir)
-                                                                      .expanduser()),
-                                     split=args.split, native_gsd_m=0.0)
-    dataset = input_pipeline.eval_dataset([spec], args.image_size)
-    results, counts, samples = evaluate_models(models, dataset, args.batch_size,
-                                               args.ssim_window, args.figures,
-                                               progress=not args.quiet)
-  except (model_io.ModelDirError, CheckpointError, input_pipeline.MissingDataError,
-          OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  if args.image_size % 4 or args.image_size <= 0:
+    raise errors.UsageError(
+        f"--image_size must be a positive multiple of 4, got {args.image_size}")
+  models = load_named_models(args.model, args.baselines)
+  spec = input_pipeline.SourceSpec(name=args.dataset, data_dir=str(Path(args.data_dir)
+                                                                    .expanduser()),
+                                   split=args.split, native_gsd_m=0.0)
+  dataset = input_pipeline.eval_dataset([spec], args.image_size)
+  results, counts, samples = evaluate_models(models, dataset, args.batch_size,
+                                             args.ssim_window, args.figures,
+                                             progress=not args.quiet)
   out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
   rows = table_rows(results, counts)
   table = markdown_table(rows)
-  (out / "metrics.md").write_text(
-      f"# {args.dataset} ({args.split}), centre {args.image_size} px crops\n\n{table}")
-  (out / "metrics.csv").write_text(csv_table(rows))
+  title = f"# {args.dataset} ({args.split}), centre {args.image_size} px crops"
+  outputs.write_bytes_atomic(out / "metrics.md", f"{title}\n\n{table}".encode())
+  outputs.write_bytes_atomic(out / "metrics.csv", csv_table(rows).encode())
   if samples["rgb"]:
     rgb, nir = np.stack(samples["rgb"]), np.stack(samples["nir"])
     for name, preds in samples["pred"].items():
       fig = figures.comparison_figure(rgb, nir, np.stack(preds))
       fig.suptitle(f"{name}: {args.dataset} ({args.split})", fontsize=9)
-      fig.savefig(out / f"figures_{name}.png", dpi=120)
+      image = io.BytesIO()
+      fig.savefig(image, format="png", dpi=120)
       figures.plt.close(fig)
+      outputs.write_bytes_atomic(out / f"figures_{name}.png", image.getvalue())
   print(table, end="")
   print(f"wrote {out / 'metrics.md'} and {out / 'metrics.csv'}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  errors.run(main)

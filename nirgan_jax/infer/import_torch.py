@@ -20,8 +20,7 @@ import argparse
 import dataclasses
 import math
 import re
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,9 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from nirgan_jax import model_io, models
+from nirgan_jax import errors, models
+from nirgan_jax.errors import NirganError
+from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
 from nirgan_jax.models import generator as generator_lib
 
@@ -41,7 +42,7 @@ SATCLIP_PREFIX = "model.location."
 SATCLIP_IGNORED_PREFIXES = ("model.visual.",)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(NirganError):
   """A checkpoint cannot be read or does not fit the architecture."""
 
 
@@ -371,25 +372,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+@errors.cli
+def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   out = Path(args.out)
   if out.exists() and not args.overwrite:
-    print(f"error: {out}: output exists (pass --overwrite to replace it)", file=sys.stderr)
-    return 2
-  try:
-    if args.kind == "nirgan":
-      params, config = import_nirgan(args.checkpoint, args.inject_style, args.harmonics)
-    else:
-      params, config = import_satclip(args.checkpoint, args.harmonics)
-    model_io.save_model_dir(out, params, config, overwrite=args.overwrite)
-  except (CheckpointError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    raise errors.UsageError(f"{out}: output exists (pass --overwrite to replace it)")
+  if args.kind == "nirgan":
+    params, config = import_nirgan(args.checkpoint, args.inject_style, args.harmonics)
+  else:
+    params, config = import_satclip(args.checkpoint, args.harmonics)
+  model_io.save_model_dir(out, params, config, overwrite=args.overwrite)
   counts = ", ".join(f"{name} {models.count_params(tree):,}" for name, tree in params.items())
   print(f"wrote {out} ({counts} parameters)")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  errors.run(main)

@@ -5,6 +5,7 @@ timeseries; needs none of the training code."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax import export as jax_export
 
-from nirgan_jax import export, model_io, models
+from nirgan_jax import models
+from nirgan_jax.infer import model_io
 
 
 @dataclasses.dataclass
@@ -28,7 +31,7 @@ class Model:
   source: str
 
   def __post_init__(self):
-    self._predict = {pad: jax.jit(export.inference_fn(self.config, pad)) for pad in (True, False)}
+    self._predict = {pad: jax.jit(inference_fn(self.config, pad)) for pad in (True, False)}
     self._g_params = jax.tree.map(jnp.asarray, self.params["generator"])
     self._satclip_params = jax.tree.map(jnp.asarray, self.params.get("satclip", {}))
 
@@ -67,7 +70,7 @@ def load_model(path: str | Path, conv_impl: str | None = "auto",
   if path.is_dir():
     params, config = model_io.load_model_dir(path)
   else:
-    from nirgan_jax import import_torch
+    from nirgan_jax.infer import import_torch
 
     params, config = import_torch.import_nirgan(path, inject_style)
   if "generator" not in params:
@@ -80,3 +83,38 @@ def load_model(path: str | Path, conv_impl: str | None = "auto",
   if conv_impl is not None:
     config.model.conv_impl = conv_impl
   return Model(config, params, str(path))
+
+
+def inference_fn(config: ml_collections.ConfigDict, pad: bool = True
+                 ) -> Callable[..., jax.Array]:
+  """``f(g_params, satclip_params, rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)``, pure.
+
+  With ``pad=False`` the input is not reflect-padded by ``config.pad`` first: for callers
+  that feed real context around what they keep (tiled prediction).
+  """
+  nirgan = models.NIRGAN.from_config(config)
+
+  def predict(g_params, satclip_params, rgb, lonlat):
+    return nirgan.generate(g_params, rgb, nirgan.embed(satclip_params, lonlat),
+                           pad=None if pad else 0)
+
+  return predict
+
+
+def load_exported(model_dir: str | Path) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """``f(rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)`` from a model directory's serialized
+  program and its parameters: needs neither the model code nor the config."""
+  model_dir = Path(model_dir)
+  path = model_dir / model_io.EXPORTED_FILE
+  if not path.is_file():
+    raise model_io.ModelDirError(
+        f"{model_dir}: no {model_io.EXPORTED_FILE} (export with --jax_export)")
+  exported = jax_export.deserialize(bytearray(path.read_bytes()))
+  params, _ = model_io.load_model_dir(model_dir)
+  g_params, satclip_params = params["generator"], params.get("satclip", {})
+
+  def predict(rgb, lonlat):
+    return exported.call(g_params, satclip_params, jnp.asarray(rgb, jnp.float32),
+                         jnp.asarray(lonlat, jnp.float32))
+
+  return predict

@@ -9,15 +9,12 @@ Layout of ``DIR``::
 
 Written by the PyTorch import and by export; read by predict, evaluate and
 fine-tuning. Writing goes to a temporary sibling directory that is renamed at the
-end, so a failed write never leaves a directory that looks complete.
+end (``outputs.replacing``), so a failed write never leaves a directory that looks complete.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,15 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nirgan_jax.errors import NirganError
+from nirgan_jax.infer import outputs
+
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+EXPORTED_FILE = "generator.jax_export"
 
 
-class ModelDirError(RuntimeError):
+class ModelDirError(NirganError):
   """A model directory is missing, incomplete or unreadable."""
 
 
@@ -42,12 +43,7 @@ def save_model_dir(path: str | Path, params: dict[str, Any],
   path = Path(path).absolute()
   if path.exists() and not overwrite:
     raise FileExistsError(f"{path}: output exists (pass overwrite=True / --overwrite)")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-  umask = os.umask(0)
-  os.umask(umask)
-  tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the model directory is not
-  try:
+  with outputs.replacing(path, directory=True) as tmp:
     host_params = jax.tree.map(np.asarray, params)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp / PARAMS_DIR, host_params)
@@ -55,12 +51,6 @@ def save_model_dir(path: str | Path, params: dict[str, Any],
     (tmp / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
     for name, content in (extra_files or {}).items():
       (tmp / name).write_bytes(content)
-    if path.exists():
-      shutil.rmtree(path)
-    tmp.rename(path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return path
 
 

@@ -5,9 +5,10 @@
 
 Each raster's date comes from its file name (2023-06-01, 2023_06_01 or 20230601) or, failing
 that, from its tags (TIFFTAG_DATETIME, DATE, ACQUISITION_DATE). For each date the NIR is
-predicted over the central ``window`` px (with context around it, tiled as ``predict``
-does) and the mean NDVI of the window's valid pixels is plotted, beside the true NDVI where
-the raster has a NIR band (4-band RGBN; ``--nir_band``), above a row of RGB thumbnails.
+predicted over the central ``window`` px, read straight from the file with context around
+it and tiled as ``predict`` does (``geotiff``, ``tiled``), and the mean NDVI of the window's
+valid pixels is plotted, beside the true NDVI where the raster has a NIR band (4-band RGBN;
+``--nir_band``), above a row of RGB thumbnails.
 The values go to a CSV next to the plot (``--csv`` to choose).
 """
 
@@ -18,21 +19,17 @@ import csv
 import dataclasses
 import datetime as dt
 import io
-import os
 import re
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from rasterio.io import MemoryFile
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from nirgan_jax import figures, model_io, predict
-from nirgan_jax.import_torch import CheckpointError
-from nirgan_jax.inference import Model, load_model
+from nirgan_jax import errors, indices
+from nirgan_jax.infer import figures, geotiff, outputs, predict, tiled
+from nirgan_jax.infer.model import Model, load_model
 
 DATE_PATTERNS = (
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
@@ -73,8 +70,8 @@ def parse_date(path: Path, tags: dict[str, str]) -> dt.date:
       match = re.match(r"\s*(\d{4})[-:/_]?(\d{2})[-:/_]?(\d{2})", tags[key])
       if match and (date := _valid_date(*match.groups())) is not None:
         return date
-  raise predict.PredictError(f"{path}: no date in the file name (e.g. 2023-06-01) or in the "
-                             f"tags ({', '.join(DATE_TAGS)})")
+  raise geotiff.RasterError(f"{path}: no date in the file name (e.g. 2023-06-01) or in the "
+                            f"tags ({', '.join(DATE_TAGS)})")
 
 
 def central_window(height: int, width: int, size: int) -> Window:
@@ -82,9 +79,10 @@ def central_window(height: int, width: int, size: int) -> Window:
   return Window((width - w) // 2, (height - h) // 2, w, h)
 
 
-def _ndvi_mean(red: np.ndarray, nir: np.ndarray, valid: np.ndarray) -> float:
+def mean_ndvi(red: np.ndarray, nir: np.ndarray, valid: np.ndarray) -> float:
+  """The mean textbook NDVI over the ``valid`` pixels where it is defined (NaN if none)."""
   with np.errstate(invalid="ignore", divide="ignore"):
-    ndvi = (nir - red) / (nir + red)
+    ndvi = indices.ndvi(red, nir, eps=0)
   valid = valid & np.isfinite(ndvi)
   return float(ndvi[valid].mean()) if valid.any() else float("nan")
 
@@ -93,47 +91,29 @@ def observe(model: Model, path: Path, options: predict.Options, window_px: int,
             nir_band: int) -> Observation:
   """Predicts the central window of one raster and measures its NDVI (and the true NDVI if
   the raster has band ``nir_band``)."""
-  with predict.open_raster(path) as src:
+  with geotiff.open_raster(path) as src:
     date = parse_date(path, src.tags())
     window = central_window(src.height, src.width, window_px)
     top, left = max(0, window.row_off - CONTEXT_PX), max(0, window.col_off - CONTEXT_PX)
     bottom = min(src.height, window.row_off + window.height + CONTEXT_PX)
     right = min(src.width, window.col_off + window.width + CONTEXT_PX)
-    context = Window(left, top, right - left, bottom - top)
+    context = geotiff.GeoTiffSource(src, options.bands, options.scale,
+                                    Window(left, top, right - left, bottom - top),
+                                    options.lonlat)
+    nir = tiled.predict_image(model, context, options.tile, options.overlap,
+                              options.batch_size)
     has_nir = 0 < nir_band <= src.count
     bands = list(options.bands) + ([nir_band] if has_nir else [])
-    data = src.read(bands, window=context)
-    masks = src.read_masks(bands, window=context)
-    profile = dict(driver="GTiff", height=context.height, width=context.width,
-                   count=len(bands), dtype=data.dtype, crs=src.crs,
-                   transform=src.window_transform(context), nodata=src.nodata)
-    scale = predict.input_scale(src, options.scale)
-    has_nodata_value = src.nodata is not None
-  # The context crop as an in-memory raster: the same tiled path as the predict tool.
-  with MemoryFile() as memory:
-    with memory.open(**profile) as crop:
-      crop.write(data)
-      if not has_nodata_value:
-        crop.write_mask(masks.all(axis=0).astype(np.uint8) * 255)
-    with memory.open() as crop:
-      rows = np.full((crop.height, crop.width), np.nan, np.float32)
-
-      def write_rows(first, values):
-        rows[first:first + values.shape[0]] = values
-
-      crop_options = dataclasses.replace(options, bands=(1, 2, 3))
-      predict.predict_nir(model, crop, crop_options, write_rows)
-  inner = (slice(window.row_off - context.row_off, window.row_off - context.row_off
-                 + window.height),
-           slice(window.col_off - context.col_off, window.col_off - context.col_off
-                 + window.width))
-  reflectance = np.clip(data[(slice(None), *inner)].astype(np.float32) / scale, 0, 1)
-  valid = masks[(slice(None), *inner)].all(axis=0) > 0
-  pred = np.clip(rows[inner], 0, 1)
+    data = src.read(bands, window=window).astype(np.float32)
+    valid = src.read_masks(bands, window=window).all(axis=0) > 0
+  reflectance = np.clip(data / context.scale, 0, 1)
+  inner = (slice(window.row_off - top, window.row_off - top + window.height),
+           slice(window.col_off - left, window.col_off - left + window.width))
+  pred = np.clip(nir[inner], 0, 1)
   valid &= np.isfinite(pred)
   red = reflectance[0]
-  ndvi_true = _ndvi_mean(red, reflectance[3], valid) if has_nir else None
-  return Observation(date, path, _ndvi_mean(red, pred, valid), ndvi_true, int(valid.sum()),
+  ndvi_true = mean_ndvi(red, reflectance[3], valid) if has_nir else None
+  return Observation(date, path, mean_ndvi(red, pred, valid), ndvi_true, int(valid.sum()),
                      figures.rgb_display(np.moveaxis(reflectance[:3], 0, -1)))
 
 
@@ -166,20 +146,6 @@ def plot(observations: list[Observation], title: str):
   return fig
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(content)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an output is not
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def csv_text(observations: list[Observation]) -> str:
   out = io.StringIO()
   writer = csv.writer(out)
@@ -204,48 +170,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--scale", type=float, default=None,
                       help="DN / scale = reflectance (default by dtype, as predict)")
   parser.add_argument("--lonlat", default=None, help="LON,LAT for rasters without a CRS")
-  parser.add_argument("--tile", type=int, default=256)
-  parser.add_argument("--overlap", type=int, default=32)
+  parser.add_argument("--tile", type=int, default=tiled.TILE)
+  parser.add_argument("--overlap", type=int, default=tiled.OVERLAP)
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
 
 
+@errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   out = Path(args.out)
   csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
-  try:
-    for path in (out, csv_path):
-      if path.exists() and not args.overwrite:
-        raise predict.PredictError(f"{path}: output exists (pass --overwrite to replace it)")
-    folder = Path(args.folder)
-    if not folder.is_dir():
-      raise predict.PredictError(f"{folder}: not a folder")
-    paths = predict.expand_inputs([str(folder)])
-    options = predict.options_from_args(args)
-    model = load_model(args.model)
-    for path in paths:
-      predict.check_input(path, options, model.uses_location)
-    observations = []
-    for path in tqdm(paths, desc="dates", unit="raster", disable=args.quiet):
-      observations.append(observe(model, path, options, args.window, args.nir_band))
-    observations.sort(key=lambda o: o.date)
-    fig = plot(observations, f"{folder.name}: {len(observations)} dates")
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=120)
-    figures.plt.close(fig)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(csv_path, csv_text(observations).encode())
-    write_atomic(out, image.getvalue())
-  except (predict.PredictError, model_io.ModelDirError, CheckpointError, OSError,
-          ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  for path in (out, csv_path):
+    outputs.check_new(path, args.overwrite)
+  folder = Path(args.folder)
+  if not folder.is_dir():
+    raise predict.PredictError(f"{folder}: not a folder")
+  paths = predict.expand_inputs([str(folder)])
+  options = predict.options_from_args(args)
+  model = load_model(args.model)
+  for path in paths:
+    predict.check_input(path, options, model.uses_location)
+  observations = []
+  for path in tqdm(paths, desc="dates", unit="raster", disable=args.quiet):
+    observations.append(observe(model, path, options, args.window, args.nir_band))
+  observations.sort(key=lambda o: o.date)
+  fig = plot(observations, f"{folder.name}: {len(observations)} dates")
+  image = io.BytesIO()
+  fig.savefig(image, format="png", dpi=120)
+  figures.plt.close(fig)
+  outputs.write_bytes_atomic(csv_path, csv_text(observations).encode())
+  outputs.write_bytes_atomic(out, image.getvalue())
   print(f"wrote {out} and {csv_path} ({len(observations)} dates)")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  errors.run(main)

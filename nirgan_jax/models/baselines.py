@@ -5,8 +5,6 @@ evaluate treat them as generators; they ignore the location embedding."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,7 +18,7 @@ class MLPNIR(nn.Module):
 
   hidden: int = 64
   depth: int = 3
-  dtype: Any = jnp.float32
+  dense: layers.ModuleDef = nn.Dense
 
   @nn.compact
   def __call__(self, rgb: jax.Array, embedding: jax.Array | None = None, *,
@@ -28,8 +26,8 @@ class MLPNIR(nn.Module):
     del embedding, deterministic
     x = rgb
     for i in range(self.depth - 1):
-      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f"dense_{i}")(x))
-    return nn.Dense(1, dtype=self.dtype, name="dense_out")(x).astype(jnp.float32)
+      x = nn.relu(self.dense(self.hidden, name=f"dense_{i}")(x))
+    return self.dense(1, name="dense_out")(x).astype(jnp.float32)
 
 
 class CNNNIR(nn.Module):
@@ -38,8 +36,7 @@ class CNNNIR(nn.Module):
 
   hidden: int = 64
   depth: int = 3
-  conv_impl: str = "auto"
-  dtype: Any = jnp.float32
+  conv: layers.ModuleDef = layers.Conv
 
   @nn.compact
   def __call__(self, rgb: jax.Array, embedding: jax.Array | None = None, *,
@@ -48,9 +45,8 @@ class CNNNIR(nn.Module):
     x = rgb
     for i in range(self.depth):
       last = i == self.depth - 1
-      x = layers.Conv(1 if last else self.hidden, 3, padding=1, padding_type="reflect",
-                      conv_impl=self.conv_impl, dtype=self.dtype,
-                      name="conv_out" if last else f"conv_{i}")(x)
+      x = self.conv(1 if last else self.hidden, 3, padding=1, padding_type="reflect",
+                    name="conv_out" if last else f"conv_{i}")(x)
       if not last:
         x = nn.relu(x)
     return x.astype(jnp.float32)

@@ -1,15 +1,19 @@
-"""Flax models of NIR-GAN and builders that read them from a config."""
+"""The networks built from a config's model sections (``models.config``)."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from nirgan_jax.models import layers
 from nirgan_jax.models.baselines import CNNNIR, MLPNIR
 from nirgan_jax.models.discriminator import PatchDiscriminator
-from nirgan_jax.models.generator import INJECTION_STYLES, Generator
-from nirgan_jax.models.layers import count_params
-from nirgan_jax.models.satclip import LocationEncoder, spherical_harmonics
+from nirgan_jax.models.generator import Generator
+from nirgan_jax.models.satclip import LocationEncoder
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # "resnet" is NIR-GAN's generator; the others are the non-adversarial baselines.
@@ -23,19 +27,43 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return COMPUTE_DTYPES[name]
 
 
+class LayerFactories(NamedTuple):
+  """Layer constructors with the convolution back end and compute dtype already set."""
+
+  conv: layers.ModuleDef
+  conv_transpose: layers.ModuleDef
+  dense: layers.ModuleDef
+
+
+# Cached so that equal configs give the very same partials: flax modules compare and hash
+# by their fields, and functools.partial compares by identity.
+@functools.cache
+def _layer_factories(conv_impl: str, dtype: Any) -> LayerFactories:
+  return LayerFactories(
+      conv=functools.partial(layers.Conv, impl=conv_impl, dtype=dtype),
+      conv_transpose=functools.partial(layers.ConvTranspose, impl=conv_impl, dtype=dtype),
+      dense=functools.partial(nn.Dense, dtype=dtype),
+  )
+
+
+def layer_factories(config: ml_collections.ConfigDict) -> LayerFactories:
+  """The layers of every network, with the config's ``conv_impl`` and compute dtype."""
+  return _layer_factories(config.model.conv_impl, compute_dtype(config))
+
+
 def build_generator(config: ml_collections.ConfigDict):
   g, inj = config.model.generator, config.model.injection
   kind = g.get("kind", "resnet")
   if kind not in GENERATOR_KINDS:
     raise ValueError(f"model.generator.kind must be one of {GENERATOR_KINDS}, got {kind!r}")
+  factories = layer_factories(config)
   if kind != "resnet":
     baseline = config.model.baseline
     if kind == "linear":
-      return MLPNIR(depth=1, dtype=compute_dtype(config))
+      return MLPNIR(depth=1, dense=factories.dense)
     if kind == "mlp":
-      return MLPNIR(hidden=baseline.hidden, depth=baseline.depth, dtype=compute_dtype(config))
-    return CNNNIR(hidden=baseline.hidden, depth=baseline.depth,
-                  conv_impl=config.model.conv_impl, dtype=compute_dtype(config))
+      return MLPNIR(hidden=baseline.hidden, depth=baseline.depth, dense=factories.dense)
+    return CNNNIR(hidden=baseline.hidden, depth=baseline.depth, conv=factories.conv)
   return Generator(
       ngf=g.ngf,
       n_blocks=g.n_blocks,
@@ -48,15 +76,15 @@ def build_generator(config: ml_collections.ConfigDict):
       learn_injection_scale=inj.learn_scale,
       post_correction=inj.post_correction,
       concat_factor=inj.concat_factor,
-      conv_impl=config.model.conv_impl,
-      dtype=compute_dtype(config),
+      conv=factories.conv,
+      conv_transpose=factories.conv_transpose,
   )
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> PatchDiscriminator:
   d = config.model.discriminator
   return PatchDiscriminator(ndf=d.ndf, n_layers=d.n_layers, norm=d.norm,
-                            conv_impl=config.model.conv_impl, dtype=compute_dtype(config))
+                            conv=layer_factories(config).conv)
 
 
 def build_location_encoder(config: ml_collections.ConfigDict) -> LocationEncoder:
@@ -70,21 +98,3 @@ def uses_location(config: ml_collections.ConfigDict) -> bool:
   """Whether the generator takes a SatCLIP embedding (the baselines never do)."""
   return (config.model.injection.style != "none"
           and config.model.generator.get("kind", "resnet") == "resnet")
-
-
-__all__ = [
-    "CNNNIR",
-    "GENERATOR_KINDS",
-    "INJECTION_STYLES",
-    "MLPNIR",
-    "Generator",
-    "LocationEncoder",
-    "PatchDiscriminator",
-    "build_discriminator",
-    "build_generator",
-    "build_location_encoder",
-    "compute_dtype",
-    "count_params",
-    "spherical_harmonics",
-    "uses_location",
-]

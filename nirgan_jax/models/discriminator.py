@@ -6,8 +6,6 @@ Every conv pads 1 with zeros. Input is concat(RGB, NIR).
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,15 +16,15 @@ _LEAK = 0.2
 
 
 class PatchDiscriminator(nn.Module):
+  """``conv`` makes the layers; a partial of it sets the back end and compute dtype."""
+
   ndf: int = 64
   n_layers: int = 3
   norm: str = "instance"
-  conv_impl: str = "auto"
-  dtype: Any = jnp.float32
+  conv: layers.ModuleDef = layers.Conv
 
   def _conv(self, features, stride, name):
-    return layers.Conv(features, 4, stride=stride, padding=1, conv_impl=self.conv_impl,
-                       dtype=self.dtype, name=name)
+    return self.conv(features, 4, stride=stride, padding=1, name=name)
 
   @nn.compact
   def __call__(self, image: jax.Array) -> jax.Array:

@@ -1,6 +1,6 @@
 """The NIR-GAN generator: pix2pix ResNet generator with SatCLIP location injection.
 
-Layer for layer this is the reference ``ResnetGenerator_inject`` (see DESIGN.md):
+Layer for layer this is the reference NIR-GAN's ``ResnetGenerator_inject``:
 
     ReflectPad3 Conv7(3->ngf) IN ReLU
     Conv3/2(ngf->2ngf) IN  <-- SatCLIP map injected here (before the ReLU)  ReLU
@@ -15,7 +15,7 @@ which only works for square inputs; here it goes to ``(H, W)``.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import flax.linen as nn
 import jax
@@ -34,18 +34,16 @@ class ResnetBlock(nn.Module):
   norm: str = "instance"
   padding_type: str = "reflect"
   dropout_rate: float = 0.0
-  conv_impl: str = "auto"
-  dtype: Any = jnp.float32
+  conv: layers.ModuleDef = layers.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
-    conv = lambda name: layers.Conv(self.features, 3, padding=1, padding_type=self.padding_type,
-                                    conv_impl=self.conv_impl, dtype=self.dtype, name=name)
-    y = conv("conv_0")(x)
-    y = nn.relu(layers.normalize(y, self.norm))
+    conv = functools.partial(self.conv, self.features, 3, padding=1,
+                             padding_type=self.padding_type)
+    y = nn.relu(layers.normalize(conv(name="conv_0")(x), self.norm))
     if self.dropout_rate > 0:
       y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    y = layers.normalize(conv("conv_1")(y), self.norm)
+    y = layers.normalize(conv(name="conv_1")(y), self.norm)
     return x + y
 
 
@@ -63,7 +61,11 @@ class LocationInjection(nn.Module):
 
 
 class Generator(nn.Module):
-  """RGB (B, H, W, 3) in [0, 1] (+ optional SatCLIP embedding (B, E)) -> NIR (B, H, W, 1)."""
+  """RGB (B, H, W, 3) in [0, 1] (+ optional SatCLIP embedding (B, E)) -> NIR (B, H, W, 1).
+
+  ``conv`` and ``conv_transpose`` make the layers; partials of them set the convolution
+  back end and compute dtype (``builders.layer_factories``).
+  """
 
   ngf: int = 64
   n_blocks: int = 9
@@ -77,13 +79,8 @@ class Generator(nn.Module):
   learn_injection_scale: bool = True
   post_correction: bool = False
   concat_factor: float = 1.0
-  conv_impl: str = "auto"
-  dtype: Any = jnp.float32
-
-  def _conv(self, features, kernel_size, name, stride=1, padding=0, padding_type="zero"):
-    return layers.Conv(features, kernel_size, stride=stride, padding=padding,
-                       padding_type=padding_type, conv_impl=self.conv_impl, dtype=self.dtype,
-                       name=name)
+  conv: layers.ModuleDef = layers.Conv
+  conv_transpose: layers.ModuleDef = layers.ConvTranspose
 
   def _inject(self, x: jax.Array, embed_map: jax.Array) -> jax.Array:
     e = layers.resize_bilinear(embed_map, x.shape[1], x.shape[2]).astype(x.dtype)
@@ -107,19 +104,19 @@ class Generator(nn.Module):
     if uses_location and embedding is None:
       raise ValueError(f"injection_style={self.injection_style!r} needs a SatCLIP embedding")
 
-    x = rgb.astype(self.dtype)
+    x = rgb
     embed_map = None
     if uses_location:
       embed_map = LocationInjection(self.injection_map_size, name="injection")(embedding)
     if self.injection_style == "concat":
       channel = layers.resize_bicubic(embed_map, x.shape[1], x.shape[2]) * self.concat_factor
-      x = jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
+      x = jnp.concatenate([x, channel], axis=-1)  # conv_in casts to the compute dtype
 
-    x = self._conv(self.ngf, 7, "conv_in", padding=3, padding_type=self.padding_type)(x)
+    x = self.conv(self.ngf, 7, padding=3, padding_type=self.padding_type, name="conv_in")(x)
     x = nn.relu(layers.normalize(x, self.norm))
 
     for i in range(N_DOWNSAMPLING):
-      x = self._conv(self.ngf * 2 ** (i + 1), 3, f"down_{i}", stride=2, padding=1)(x)
+      x = self.conv(self.ngf * 2 ** (i + 1), 3, stride=2, padding=1, name=f"down_{i}")(x)
       x = layers.normalize(x, self.norm)
       if i == 0 and self.injection_style in ("multiply", "add"):
         x = self._inject(x, embed_map)
@@ -128,17 +125,16 @@ class Generator(nn.Module):
     for i in range(self.n_blocks):
       x = ResnetBlock(self.ngf * 2 ** N_DOWNSAMPLING, norm=self.norm,
                       padding_type=self.padding_type, dropout_rate=self.dropout_rate,
-                      conv_impl=self.conv_impl, dtype=self.dtype,
-                      name=f"block_{i}")(x, deterministic=deterministic)
+                      conv=self.conv, name=f"block_{i}")(x, deterministic=deterministic)
 
     for i in range(N_DOWNSAMPLING):
       features = self.ngf * 2 ** (N_DOWNSAMPLING - i - 1)
-      x = layers.ConvTranspose(features, 3, stride=2, padding=1, output_padding=1,
-                               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}")(x)
+      x = self.conv_transpose(features, 3, stride=2, padding=1, output_padding=1,
+                              name=f"up_{i}")(x)
       x = nn.relu(layers.normalize(x, self.norm))
 
-    x = self._conv(self.output_channels, 7, "conv_out", padding=3,
-                   padding_type=self.padding_type)(x)
+    x = self.conv(self.output_channels, 7, padding=3, padding_type=self.padding_type,
+                  name="conv_out")(x)
     x = jnp.tanh(x.astype(jnp.float32))
     if self.post_correction:
       x = x * self.param("post_correction", nn.initializers.ones, (), jnp.float32)

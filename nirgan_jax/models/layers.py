@@ -7,15 +7,19 @@ Two convolution back ends compute the same function:
   the input. XLA's CPU convolution kernels run far below the CPU's matmul peak,
   while its dot kernels reach it, so on CPU this is several times faster.
 
-``conv_impl="auto"`` picks ``matmul`` on CPU and ``xla`` elsewhere. Parameters
+``impl="auto"`` picks ``matmul`` on CPU and ``xla`` elsewhere. Parameters
 are laid out identically for both (kernel ``(kh, kw, in, out)``), so a
 checkpoint trained with one back end runs with the other.
+
+Networks take their layers as factories (``ModuleDef``), e.g.
+``functools.partial(Conv, impl="xla", dtype=jnp.bfloat16)``, so the back end and
+compute dtype are chosen once where the network is built.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -27,6 +31,9 @@ from jax import lax
 CONV_IMPLS = ("auto", "xla", "matmul")
 PADDING_MODES = {"reflect": "reflect", "replicate": "edge", "zero": "constant"}
 NORMS = ("instance", "none")
+
+# A layer class, or a functools.partial of one with some fields already set.
+ModuleDef = Callable[..., nn.Module]
 
 # pix2pix initialises every conv and Dense weight with N(0, 0.02) and every bias with 0.
 weight_init = nn.initializers.normal(stddev=0.02)
@@ -300,14 +307,14 @@ class Conv(nn.Module):
   padding: int = 0
   padding_type: str = "zero"
   use_bias: bool = True
-  conv_impl: str = "auto"
+  impl: str = "auto"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = _kernel_param(self, x.shape[-1])
     x = pad_spatial(x.astype(self.dtype), self.padding, self.padding_type)
-    fn = conv2d_matmul if resolve_conv_impl(self.conv_impl) == "matmul" else conv2d_xla
+    fn = conv2d_matmul if resolve_conv_impl(self.impl) == "matmul" else conv2d_xla
     return _add_bias(self, fn(x, kernel, self.stride))
 
 
@@ -320,13 +327,13 @@ class ConvTranspose(nn.Module):
   padding: int
   output_padding: int
   use_bias: bool = True
-  conv_impl: str = "auto"
+  impl: str = "auto"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = _kernel_param(self, x.shape[-1])
-    fn = (conv_transpose2d_matmul if resolve_conv_impl(self.conv_impl) == "matmul"
+    fn = (conv_transpose2d_matmul if resolve_conv_impl(self.impl) == "matmul"
           else conv_transpose2d_xla)
     y = fn(x.astype(self.dtype), kernel, self.stride, self.padding, self.output_padding)
     return _add_bias(self, y)

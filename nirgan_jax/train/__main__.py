@@ -15,8 +15,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nirgan_jax import training
-from nirgan_jax.preemption import Preempted
+from nirgan_jax import errors
+from nirgan_jax.train import loop
+from nirgan_jax.train.preemption import Preempted
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and TensorBoard logs.")
@@ -38,12 +39,24 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   try:
-    metrics = training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    metrics = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as e:
     logging.warning("%s", e)
     sys.exit(EXIT_PREEMPTED)
+  except (errors.NirganError, OSError) as e:
+    sys.exit(errors.report(e))
   logging.info("final evaluation: %s", metrics)
 
 
-if __name__ == "__main__":
+def run():
+  """``python -m nirgan_jax.train`` and the ``nirgan-train`` console script."""
+  # absl's --help prints the __main__ module's docstring and flags; under the console script
+  # __main__ is the generated wrapper, so it borrows this module's.
+  script = sys.modules["__main__"]
+  if script.__doc__ is None:
+    script.__doc__ = f"{__doc__}\nflags:\n{FLAGS.module_help(__name__)}"
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -17,19 +17,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from nirgan_jax.errors import NirganError
+
 VAL_METRIC = "val_l1"
 CHECKPOINTS_DIR = "checkpoints"
 WEIGHT_ITEMS = ("generator", "discriminator", "satclip")
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(NirganError, FileNotFoundError):
   """No checkpoint (or not the requested one) where one was expected."""
 
 
 def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.CheckpointManager:
   """A manager that always keeps the latest checkpoint (for resume) and the ``keep_best``
   lowest val L1 ones. ``best_fn`` + ``max_to_keep`` could delete the latest, and
-  ``BestN`` keeps the highest values unless ``reverse=True`` (JAX_NOTES)."""
+  ``BestN`` keeps the highest values unless ``reverse=True``."""
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=1),
       ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[VAL_METRIC], reverse=True,

@@ -15,8 +15,7 @@ symbolic batch, height and width, lowered for cpu, cuda and tpu; the weights sta
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,12 @@ import ml_collections
 import numpy as np
 from jax import export as jax_export
 
-from nirgan_jax import checkpointing, gan_step, model_io
+from nirgan_jax import errors, models
+from nirgan_jax.infer import model as infer_model
+from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
+from nirgan_jax.train import checkpointing
 
-EXPORTED_FILE = "generator.jax_export"
 PLATFORMS = ("cpu", "cuda", "tpu")
 # Height and width must be multiples of this (two stride-2 downsamplings, then back up).
 SIZE_MULTIPLE = 4
@@ -39,22 +40,6 @@ MIN_SIZE = 16
 def inference_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The architecture sections of a training config, for an inference artefact."""
   return model_config.model_sections(config)
-
-
-def inference_fn(config: ml_collections.ConfigDict, pad: bool = True
-                 ) -> Callable[..., jax.Array]:
-  """``f(g_params, satclip_params, rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)``, pure.
-
-  With ``pad=False`` the input is not reflect-padded by ``config.pad`` first: for callers
-  that feed real context around what they keep (tiled prediction).
-  """
-  nirgan = gan_step.NIRGAN.from_config(config)
-
-  def predict(g_params, satclip_params, rgb, lonlat):
-    return nirgan.generate(g_params, rgb, nirgan.embed(satclip_params, lonlat),
-                           pad=None if pad else 0)
-
-  return predict
 
 
 def export_program(config: ml_collections.ConfigDict, params: dict[str, Any]) -> bytes:
@@ -67,29 +52,11 @@ def export_program(config: ml_collections.ConfigDict, params: dict[str, Any]) ->
   b, h, w = jax_export.symbolic_shape(f"b, {SIZE_MULTIPLE}*h, {SIZE_MULTIPLE}*w",
                                       constraints=(f"h >= {quarter}", f"w >= {quarter}"))
   spec = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
-  exported = jax_export.export(jax.jit(inference_fn(config)), platforms=PLATFORMS)(
+  exported = jax_export.export(jax.jit(infer_model.inference_fn(config)), platforms=PLATFORMS)(
       spec(params["generator"]), spec(params.get("satclip", {})),
       jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
       jax.ShapeDtypeStruct((b, 2), jnp.float32))
   return exported.serialize()
-
-
-def load_exported(model_dir: str | Path) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """``f(rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)`` from a model directory's serialized
-  program and its parameters: needs neither the model code nor the config."""
-  model_dir = Path(model_dir)
-  path = model_dir / EXPORTED_FILE
-  if not path.is_file():
-    raise model_io.ModelDirError(f"{model_dir}: no {EXPORTED_FILE} (export with --jax_export)")
-  exported = jax_export.deserialize(bytearray(path.read_bytes()))
-  params, _ = model_io.load_model_dir(model_dir)
-  g_params, satclip_params = params["generator"], params.get("satclip", {})
-
-  def predict(rgb, lonlat):
-    return exported.call(g_params, satclip_params, jnp.asarray(rgb, jnp.float32),
-                         jnp.asarray(lonlat, jnp.float32))
-
-  return predict
 
 
 def export_model(workdir: str | Path, out: str | Path, which: str | int = "best",
@@ -101,7 +68,7 @@ def export_model(workdir: str | Path, out: str | Path, which: str | int = "best"
   params, metadata, step = checkpointing.restore_weights(workdir, which)
   config = ml_collections.ConfigDict(metadata["config"])
   model_cfg = inference_config(config)
-  if gan_step.models.uses_location(config) and "satclip" not in params:
+  if models.uses_location(config) and "satclip" not in params:
     raise checkpointing.CheckpointNotFoundError(
         f"{workdir}: step {step} injects SatCLIP but holds no satclip item")
   weights = {"generator": params["generator"]}
@@ -109,7 +76,7 @@ def export_model(workdir: str | Path, out: str | Path, which: str | int = "best"
     weights["satclip"] = params["satclip"]
   model_cfg.source = ml_collections.ConfigDict(dict(
       workdir=str(Path(workdir).absolute()), step=step, seed=config.seed))
-  extra = {EXPORTED_FILE: export_program(model_cfg, weights)} if with_program else {}
+  extra = {model_io.EXPORTED_FILE: export_program(model_cfg, weights)} if with_program else {}
   return model_io.save_model_dir(out, weights, model_cfg, overwrite=overwrite, extra_files=extra)
 
 
@@ -120,25 +87,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--out", required=True, help="model directory to write")
   parser.add_argument("--step", default="best", help="best (lowest val L1), latest, or a step")
   parser.add_argument("--jax_export", action="store_true",
-                      help=f"also write {EXPORTED_FILE} (jax.export for {', '.join(PLATFORMS)})")
+                      help=f"also write {model_io.EXPORTED_FILE} "
+                           f"(jax.export for {', '.join(PLATFORMS)})")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+@errors.cli
+def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  try:
-    out = export_model(args.workdir, args.out, args.step, args.jax_export, args.overwrite)
-  except (OSError, ValueError, model_io.ModelDirError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  out = export_model(args.workdir, args.out, args.step, args.jax_export, args.overwrite)
   params, config = model_io.load_model_dir(out)
   print(f"wrote {out} (step {config.source.step}; generator "
-        f"{gan_step.models.count_params(params['generator']):,} parameters"
+        f"{models.count_params(params['generator']):,} parameters"
         + (", SatCLIP encoder" if "satclip" in params else "")
-        + (f", {EXPORTED_FILE}" if args.jax_export else "") + ")")
+        + (f", {model_io.EXPORTED_FILE}" if args.jax_export else "") + ")")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  errors.run(main)

@@ -1,5 +1,6 @@
-"""The demo recipe shrunk until a training run compiles and steps in seconds on 2 cores:
-used by the end-to-end tests, in process and through the command line."""
+"""The one tiny config of the tests: the demo recipe shrunk until a step compiles and runs in
+seconds on 2 cores. Unit tests take it through ``conftest.tiny_config``; the end-to-end
+tests train with it, in process and through the command line."""
 
 import ml_collections
 
@@ -9,7 +10,7 @@ from configs import demo
 def get_config() -> ml_collections.ConfigDict:
   config = demo.get_config()
   config.pad = 4
-  config.model.conv_impl = "xla"  # compiles faster; the matmul path is tested elsewhere
+  config.model.conv_impl = "xla"  # compiles faster; tests/test_layers.py checks matmul against it
   config.model.generator.ngf = 8
   config.model.generator.n_blocks = 2
   config.model.discriminator.ndf = 8

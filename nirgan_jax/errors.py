@@ -1,0 +1,58 @@
+"""Errors a user can act on, and the command-line wrapper that reports them.
+
+Every problem with a user's input, output, config or environment is raised as a
+``NirganError`` whose message names the file (or key) and the problem in one line. The
+command-line tools print it as ``error: <message>`` without a traceback and exit non-zero;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's status for a bad command line
+
+
+class NirganError(Exception):
+  """A problem with the user's input, output, config or environment (exit status 1)."""
+
+  exit_status = EXIT_ERROR
+
+
+class UsageError(NirganError, ValueError):
+  """A bad argument or config value, found before any work is done (exit status 2)."""
+
+  exit_status = EXIT_USAGE
+
+
+class ConfigError(NirganError, ValueError):
+  """A config value the run cannot use, named by its key."""
+
+
+def report(error: BaseException) -> int:
+  """Prints ``error`` as one line on stderr; returns the exit status it calls for."""
+  print(f"error: {error}", file=sys.stderr)
+  return getattr(error, "exit_status", EXIT_ERROR)
+
+
+def cli(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+  """Wraps a tool's ``main(argv) -> status``: a ``NirganError`` or an ``OSError`` (a file
+  that cannot be read or written) becomes one line on stderr and a non-zero status."""
+
+  @functools.wraps(main)
+  def wrapped(argv: Sequence[str] | None = None) -> int:
+    try:
+      return main(argv)
+    except (NirganError, OSError) as e:
+      return report(e)
+
+  return wrapped
+
+
+def run(main: Callable[[Sequence[str] | None], int]) -> None:
+  """``sys.exit(main())``: the body of a tool's ``if __name__ == "__main__"`` and of its
+  console script."""
+  sys.exit(main(None))

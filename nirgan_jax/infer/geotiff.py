@@ -1,0 +1,97 @@
+"""GeoTIFF input: opening rasters with errors that name the file, and ``GeoTiffSource``, the
+``tiled.ImageSource`` of a raster's RGB bands (or of a window of them) as reflectance.
+
+Stored values are divided by a scale to get reflectance: by default 255 for uint8, the data
+contract's 10000 for (u)int16 (Sentinel-2 style DN) and 1 for float. A tile's lon/lat comes
+from the raster's CRS, or is one fixed point for rasters without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio import warp
+from rasterio.windows import Window
+
+from data_prep import contract
+from nirgan_jax.errors import NirganError
+
+DEFAULT_SCALES = {"uint8": 255.0, "uint16": contract.REFLECTANCE_SCALE,
+                  "int16": contract.REFLECTANCE_SCALE}
+
+
+class RasterError(NirganError):
+  """A raster that is missing, unreadable or unusable; the message names the file."""
+
+
+def open_raster(path: Path) -> rasterio.DatasetReader:
+  if not path.exists():
+    raise RasterError(f"{path}: no such file")
+  try:
+    return rasterio.open(path)
+  except rasterio.errors.RasterioIOError as e:
+    raise RasterError(f"{path}: not a readable raster ({e})") from e
+
+
+def input_scale(dataset: rasterio.DatasetReader, scale: float | None = None) -> float:
+  """Stored value / scale = reflectance: ``scale``, or the default for the raster's dtype."""
+  return scale if scale is not None else DEFAULT_SCALES.get(dataset.dtypes[0], 1.0)
+
+
+class GeoTiffSource:
+  """Bands ``bands`` (1-based red, green, blue) of an open raster as reflectance, over
+  ``window`` (default: the whole raster), read on demand. ``lonlat`` fixes every tile's
+  location; without it locations come from the raster's CRS."""
+
+  def __init__(self, dataset: rasterio.DatasetReader, bands: Sequence[int] = (1, 2, 3),
+               scale: float | None = None, window: Window | None = None,
+               lonlat: tuple[float, float] | None = None):
+    self.dataset = dataset
+    self.bands = list(bands)
+    self.scale = input_scale(dataset, scale)
+    self.window = window if window is not None else Window(0, 0, dataset.width, dataset.height)
+    self.fixed_lonlat = lonlat
+
+  @property
+  def height(self) -> int:
+    return int(self.window.height)
+
+  @property
+  def width(self) -> int:
+    return int(self.window.width)
+
+  @property
+  def crs(self):
+    return self.dataset.crs
+
+  @property
+  def transform(self) -> rasterio.Affine:
+    """The window's geotransform."""
+    return self.dataset.window_transform(self.window)
+
+  def _raster_window(self, rows: slice, cols: slice) -> Window:
+    return Window(self.window.col_off + cols.start, self.window.row_off + rows.start,
+                  cols.stop - cols.start, rows.stop - rows.start)
+
+  def reflectance(self, rows: slice, cols: slice) -> np.ndarray:
+    """(h, w, 3) float32 stored values / scale, as stored: neither clipped nor NaN-free."""
+    data = self.dataset.read(self.bands, window=self._raster_window(rows, cols))
+    return np.moveaxis(data.astype(np.float32) / self.scale, 0, -1)
+
+  def read(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+    valid = self.dataset.read_masks(self.bands, window=self._raster_window(rows, cols))
+    rgb = np.clip(np.nan_to_num(self.reflectance(rows, cols)), 0.0, 1.0)
+    return rgb, valid.all(axis=0)
+
+  def lonlat(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    if self.fixed_lonlat is not None:
+      return np.tile(np.asarray(self.fixed_lonlat, np.float32), (len(rows), 1))
+    if self.crs is None:
+      raise RasterError(f"{self.dataset.name}: has no CRS, so tile locations are unknown")
+    xs, ys = rasterio.transform.xy(self.dataset.transform, np.asarray(rows) + self.window.row_off,
+                                   np.asarray(cols) + self.window.col_off, offset="ul")
+    lons, lats = warp.transform(self.crs, "EPSG:4326", np.atleast_1d(xs), np.atleast_1d(ys))
+    return np.stack([lons, lats], axis=-1).astype(np.float32)

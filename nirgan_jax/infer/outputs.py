@@ -1,0 +1,95 @@
+"""Outputs that appear whole or not at all.
+
+Every file or directory a tool writes is first written to a temporary sibling (same folder,
+so the final rename is atomic) and renamed into place at the end; a failure removes the
+sibling and leaves any previous output untouched. The result gets the permissions the
+process's umask gives a newly created file or directory, as a plain ``open()`` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from nirgan_jax.errors import NirganError
+
+
+class OutputError(NirganError):
+  """An output that exists (without overwrite) or cannot be written; names the path."""
+
+
+def current_umask() -> int:
+  """The process's umask, read without setting it: ``os.umask`` can only be read by changing
+  it, which races with other threads creating files meanwhile."""
+  try:
+    with open("/proc/self/status") as status:
+      for line in status:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  # Elsewhere: the mode the umask leaves on a directory created with every permission.
+  with tempfile.TemporaryDirectory() as tmp:
+    probe = Path(tmp) / "probe"
+    probe.mkdir(mode=0o777)
+    return 0o777 & ~probe.stat().st_mode
+
+
+def check_new(path: Path, overwrite: bool) -> None:
+  """Refuses an existing output unless it may be replaced."""
+  if path.exists() and not overwrite:
+    raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
+
+
+def check_writable(path: Path) -> None:
+  """Refuses an output whose nearest existing folder is a file or is not writable."""
+  folder = path.parent
+  while not folder.exists():
+    folder = folder.parent
+  if not folder.is_dir():
+    raise OutputError(f"{path}: cannot write there ({folder} is a file, not a folder)")
+  if not os.access(folder, os.W_OK):
+    raise OutputError(f"{path}: cannot write there ({folder} is not writable)")
+
+
+def _remove(path: Path) -> None:
+  if path.is_dir() and not path.is_symlink():
+    shutil.rmtree(path, ignore_errors=True)
+  else:
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, directory: bool = False) -> Iterator[Path]:
+  """Yields a new temporary sibling of ``path`` (an empty file, or with ``directory`` an
+  empty directory) to write the output into; renames it onto ``path`` when the block ends
+  normally (replacing an existing output), removes it when the block raises."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  prefix = f".{path.name}."
+  if directory:
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+  else:
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+  try:
+    yield tmp
+    # mkstemp and mkdtemp make it private; an output is not.
+    tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~current_umask())
+    if directory and path.is_dir() and not path.is_symlink():
+      shutil.rmtree(path)  # a directory cannot be replaced by a rename
+    os.replace(tmp, path)
+  except BaseException:
+    _remove(tmp)
+    raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+  """Writes ``data`` to ``path`` through a temporary sibling renamed into place."""
+  with replacing(path) as tmp:
+    tmp.write_bytes(data)

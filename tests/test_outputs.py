@@ -1,0 +1,71 @@
+"""outputs: atomic files and directories with the umask's permissions, read without
+changing the umask."""
+
+import os
+import stat
+
+import pytest
+
+from nirgan_jax.infer import outputs
+
+
+@pytest.fixture
+def umask_027():
+  previous = os.umask(0o027)
+  yield 0o027
+  os.umask(previous)
+
+
+def _mode(path):
+  return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_umask_is_read_without_changing_it(umask_027, monkeypatch):
+  assert outputs.current_umask() == 0o027
+  assert os.umask(0o027) == 0o027  # still set
+
+  def no_proc(*args, **kwargs):
+    raise FileNotFoundError("/proc/self/status")
+
+  monkeypatch.setattr(outputs, "open", no_proc, raising=False)  # a system without /proc
+  assert outputs.current_umask() == 0o027
+
+
+def test_files_and_directories_get_the_umask_permissions(tmp_path, umask_027):
+  outputs.write_bytes_atomic(tmp_path / "sub" / "a.csv", b"x,y\n")
+  assert (tmp_path / "sub" / "a.csv").read_bytes() == b"x,y\n"
+  assert _mode(tmp_path / "sub" / "a.csv") == 0o640
+  with outputs.replacing(tmp_path / "model", directory=True) as tmp:
+    (tmp / "config.json").write_text("{}")
+  assert _mode(tmp_path / "model") == 0o750 and (tmp_path / "model" / "config.json").is_file()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "sub"]
+
+
+def test_a_failed_write_leaves_the_old_output(tmp_path):
+  (tmp_path / "a.csv").write_text("old")
+  (tmp_path / "model").mkdir()
+  (tmp_path / "model" / "keep").write_text("old")
+  with pytest.raises(RuntimeError), outputs.replacing(tmp_path / "a.csv") as tmp:
+    tmp.write_text("half")
+    raise RuntimeError
+  with pytest.raises(RuntimeError), outputs.replacing(tmp_path / "model", directory=True) as tmp:
+    (tmp / "half").write_text("half")
+    raise RuntimeError
+  assert (tmp_path / "a.csv").read_text() == "old"
+  assert [p.name for p in (tmp_path / "model").iterdir()] == ["keep"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "model"]
+
+  outputs.write_bytes_atomic(tmp_path / "a.csv", b"new")
+  with outputs.replacing(tmp_path / "model", directory=True) as tmp:
+    (tmp / "new").write_text("new")
+  assert (tmp_path / "a.csv").read_text() == "new"
+  assert [p.name for p in (tmp_path / "model").iterdir()] == ["new"]
+
+
+def test_existing_and_unwritable_outputs_are_named(tmp_path):
+  (tmp_path / "a.csv").write_text("")
+  with pytest.raises(outputs.OutputError, match="a.csv: output exists"):
+    outputs.check_new(tmp_path / "a.csv", overwrite=False)
+  outputs.check_new(tmp_path / "a.csv", overwrite=True)
+  with pytest.raises(outputs.OutputError, match="b.csv: cannot write there"):
+    outputs.check_writable(tmp_path / "a.csv" / "b.csv")
