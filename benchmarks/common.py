@@ -44,14 +44,42 @@ def emit(record: dict) -> None:
   print(json.dumps(record, sort_keys=True))
 
 
+TORCH_DTYPES = ("float32", "bfloat16")
+
+
+def torch_device():
+  """The device JAX runs on, for PyTorch: CUDA when present, so that the ratio to the
+  original is always measured on one device in one run."""
+  import torch
+
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_precision(dtype: str, device):
+  """A context for a PyTorch reference run in ``dtype``: fp32 as is, bf16 as the usual
+  mixed-precision recipe (autocast to bf16; callers also use channels_last)."""
+  import contextlib
+
+  import torch
+
+  if dtype == "float32":
+    return contextlib.nullcontext()
+  return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def time_torch(fn: Callable[[], object], repeats: int) -> list[float]:
-  """Wall seconds of ``repeats`` calls of a (synchronous, CPU) PyTorch function, after one
-  warm-up call."""
+  """Wall seconds of ``repeats`` calls of a PyTorch function, after one warm-up call; on CUDA
+  each call is waited for (``torch.cuda.synchronize``)."""
+  import torch
+
+  sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
   fn()
+  sync()
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     fn()
+    sync()
     times.append(time.perf_counter() - start)
   return times
 
@@ -62,21 +90,27 @@ def run_sweep(name: str, description: str, sizes, conv_impls, bench_jax, bench_t
   reference with ``bench_torch(batch, repeats)`` at the full size, and print the JSON line."""
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+  parser.add_argument("--torch_batch", type=int, nargs="+", default=None,
+                      help="batches of the PyTorch reference (default: --batch)")
   parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
   parser.add_argument("--sizes", nargs="+", default=["full", "tiny"], choices=sorted(sizes))
   parser.add_argument("--conv_impl", default="auto", choices=conv_impls)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--torch", action="store_true", help="time the PyTorch reference too")
+  parser.add_argument("--torch_dtype", nargs="+", default=["float32"], choices=TORCH_DTYPES,
+                      help="PyTorch reference precisions (bfloat16: autocast + channels_last)")
   args = parser.parse_args()
 
   results = [bench_jax(size, batch, dtype, args.conv_impl, args.repeats)
              for size in args.sizes for batch in args.batch for dtype in args.dtype]
   record = {"benchmark": name, **environment(), "results": results}
   if args.torch:
-    record["torch"] = [bench_torch(batch, args.repeats) for batch in args.batch]
-    ours = {r["batch"]: r["median_s"] for r in results
-            if r["size"] == "full" and r["dtype"] == "float32"}
-    record["speedup_vs_torch"] = {str(t["batch"]): round(t["median_s"] / ours[t["batch"]], 3)
-                                  for t in record["torch"] if t["batch"] in ours}
+    record["torch"] = [bench_torch(batch, dtype, args.repeats)
+                       for batch in args.torch_batch or args.batch for dtype in args.torch_dtype]
+    ours = {(r["batch"], r["dtype"]): r["median_s"] for r in results if r["size"] == "full"}
+    # Same batch and precision, on the same device: > 1 means nirgan-jax is faster.
+    record["speedup_vs_torch"] = {
+        f"{t['batch']}/{t['dtype']}": round(t["median_s"] / ours[t["batch"], t["dtype"]], 3)
+        for t in record["torch"] if (t["batch"], t["dtype"]) in ours}
   record["peak_rss_mb"] = round(peak_rss_mb(), 1)
   emit(record)

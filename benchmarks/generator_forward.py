@@ -5,7 +5,8 @@ injection) on 256 px + 10 px reflect pad, and a tiny one.
         [--conv_impl auto] [--torch]
 
 Prints one JSON line. ``--torch`` also times the PyTorch reference generator of
-``tests/torch_reference.py`` in the same run (CPU threads as torch defaults).
+``tests/torch_reference.py`` in the same run, on the same device (CUDA when present), in each
+``--torch_dtype`` (bfloat16: autocast and channels_last).
 """
 
 from __future__ import annotations
@@ -55,20 +56,27 @@ def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -
           "compile_s": round(compile_s, 2), **common.summary(times, batch)}
 
 
-def bench_torch(batch: int, repeats: int) -> dict:
+def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
   import torch
 
   sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
   import torch_reference
 
-  generator = torch_reference.InjectGenerator().eval()
+  device = common.torch_device()
+  memory_format = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format
+  generator = torch_reference.InjectGenerator().to(device, memory_format=memory_format).eval()
   side = SIZES["full"]["image"] + 2 * SIZES["full"]["pad"]
-  rgb = torch.rand(batch, 3, side, side)
-  embedding = torch.randn(batch, 256)
-  with torch.no_grad():
-    times = common.time_torch(lambda: generator(rgb, embedding), repeats)
-  return {"size": "full", "batch": batch, "dtype": "float32", "framework": "torch",
-          "threads": torch.get_num_threads(), **common.summary(times, batch)}
+  rgb = torch.rand(batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
+  embedding = torch.randn(batch, 256, device=device)
+
+  def forward():
+    with torch.no_grad(), common.torch_precision(dtype, device):
+      return generator(rgb, embedding)
+
+  times = common.time_torch(forward, repeats)
+  return {"size": "full", "batch": batch, "dtype": dtype, "framework": "torch",
+          "device": str(device), "threads": torch.get_num_threads(),
+          **common.summary(times, batch)}
 
 
 def main() -> None:

@@ -3,10 +3,12 @@ full config (ngf 64, 9 blocks, SatCLIP L=10 multiply injection, 256 px + 10 px p
 tiny one, on a data-parallel mesh of all local devices.
 
     python benchmarks/train_step.py [--batch 1 4] [--dtype float32 bfloat16] [--torch]
+        [--torch_dtype float32 bfloat16] [--torch_batch 32]
 
 Prints one JSON line. ``--torch`` also times the original's iteration with the PyTorch
 reference of ``tests/torch_reference.py`` (D step, then G step with its own G forward,
-as under Lightning's two optimizers) in the same run.
+as under Lightning's two optimizers) in the same run, on the same device (CUDA when
+present), in each ``--torch_dtype`` (bfloat16: autocast and channels_last).
 """
 
 from __future__ import annotations
@@ -87,46 +89,54 @@ def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -
           "g_l1": round(float(metrics["g_l1"]), 5), **common.summary(times, batch)}
 
 
-def bench_torch(batch: int, repeats: int) -> dict:
+def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
   import torch
   from torch.nn import functional as F
 
   sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
   import torch_reference
 
+  device = common.torch_device()
+  memory_format = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format
   spec = SIZES["full"]
-  netG, netD = torch_reference.InjectGenerator(), torch_reference.PatchDiscriminator()
-  encoder = torch_reference.LocationEncoder().eval()
+  netG = torch_reference.InjectGenerator().to(device, memory_format=memory_format)
+  netD = torch_reference.PatchDiscriminator().to(device, memory_format=memory_format)
+  encoder = torch_reference.LocationEncoder().to(device).eval()
   opt_g = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
   opt_d = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
-  data = {k: torch.from_numpy(v) for k, v in synthetic_batch(batch, spec["image"]).items()}
-  rgb, nir = data["rgb"].permute(0, 3, 1, 2), data["nir"].permute(0, 3, 1, 2)
+  data = {k: torch.from_numpy(v).to(device)
+          for k, v in synthetic_batch(batch, spec["image"]).items()}
+  rgb = data["rgb"].permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+  nir = data["nir"].permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
   pad, size = spec["pad"], spec["image"]
 
   def iteration():
-    with torch.no_grad():
-      embedding = encoder(data["lonlat"])
-    padded = F.pad(rgb, (pad,) * 4, mode="reflect")
-    # D step (Lightning optimizer 0): G forward, D on fake (detached) and real.
-    fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
-    pred_fake = netD(torch.cat([rgb, fake.detach()], 1))
-    pred_real = netD(torch.cat([rgb, nir], 1))
-    loss_d = F.mse_loss(pred_fake, torch.zeros_like(pred_fake)) + F.mse_loss(
-        pred_real, torch.ones_like(pred_real))
+    with common.torch_precision(dtype, device):
+      with torch.no_grad():
+        embedding = encoder(data["lonlat"])
+      padded = F.pad(rgb, (pad,) * 4, mode="reflect")
+      # D step (Lightning optimizer 0): G forward, D on fake (detached) and real.
+      fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
+      pred_fake = netD(torch.cat([rgb, fake.detach()], 1))
+      pred_real = netD(torch.cat([rgb, nir], 1))
+      loss_d = F.mse_loss(pred_fake, torch.zeros_like(pred_fake)) + F.mse_loss(
+          pred_real, torch.ones_like(pred_real))
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
-    # G step (optimizer 1): a second G forward, then the adversarial + 100 L1 loss.
-    fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
-    pred_fake = netD(torch.cat([rgb, fake], 1))
-    loss_g = F.mse_loss(pred_fake, torch.ones_like(pred_fake)) + 100 * F.l1_loss(fake, nir)
+    with common.torch_precision(dtype, device):
+      # G step (optimizer 1): a second G forward, then the adversarial + 100 L1 loss.
+      fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
+      pred_fake = netD(torch.cat([rgb, fake], 1))
+      loss_g = F.mse_loss(pred_fake, torch.ones_like(pred_fake)) + 100 * F.l1_loss(fake, nir)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
 
   times = common.time_torch(iteration, repeats)
-  return {"size": "full", "batch": batch, "dtype": "float32", "framework": "torch",
-          "threads": torch.get_num_threads(), **common.summary(times, batch)}
+  return {"size": "full", "batch": batch, "dtype": dtype, "framework": "torch",
+          "device": str(device), "threads": torch.get_num_threads(),
+          **common.summary(times, batch)}
 
 
 def main() -> None:
