@@ -8,12 +8,17 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's status for a bad command line
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a process ended by a signal
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class NirganError(Exception):
@@ -32,6 +37,28 @@ class ConfigError(NirganError, ValueError):
   """A config value the run cannot use, named by its key."""
 
 
+class Terminated(BaseException):
+  """SIGTERM arrived. Raised in the main thread so that it unwinds like Ctrl-C: every
+  temporary output is removed on the way out."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+  """Within the block, SIGTERM raises ``Terminated`` instead of ending the process at once."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # signal handlers can only be set from the main thread
+    return
+
+  def handler(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def report(error: BaseException) -> int:
   """Prints ``error`` as one line on stderr; returns the exit status it calls for."""
   print(f"error: {error}", file=sys.stderr)
@@ -40,14 +67,22 @@ def report(error: BaseException) -> int:
 
 def cli(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
   """Wraps a tool's ``main(argv) -> status``: a ``NirganError`` or an ``OSError`` (a file
-  that cannot be read or written) becomes one line on stderr and a non-zero status."""
+  that cannot be read or written) becomes one line on stderr and a non-zero status; SIGTERM
+  and Ctrl-C stop the tool with nothing half-written (128 + the signal's number)."""
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str] | None = None) -> int:
     try:
-      return main(argv)
+      with sigterm_unwinds():
+        return main(argv)
     except (NirganError, OSError) as e:
       return report(e)
+    except Terminated:
+      print("error: stopped by SIGTERM; no partial output was left", file=sys.stderr)
+      return EXIT_TERMINATED
+    except KeyboardInterrupt:
+      print("error: interrupted; no partial output was left", file=sys.stderr)
+      return EXIT_INTERRUPTED
 
   return wrapped
 

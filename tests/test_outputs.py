@@ -69,3 +69,44 @@ def test_existing_and_unwritable_outputs_are_named(tmp_path):
   outputs.check_new(tmp_path / "a.csv", overwrite=True)
   with pytest.raises(outputs.OutputError, match="b.csv: cannot write there"):
     outputs.check_writable(tmp_path / "a.csv" / "b.csv")
+
+
+def test_only_an_output_of_the_same_kind_is_replaced(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "checkpoints").mkdir()
+  is_model_dir = lambda path: (path / "config.json").is_file()
+  with pytest.raises(outputs.OutputError, match="run: exists and is not a model directory"), \
+      outputs.replacing(run, directory=True, replaceable=is_model_dir):
+    pass
+  with pytest.raises(outputs.OutputError, match="run: exists and is not a file"), \
+      outputs.replacing(run):
+    pass
+  assert [p.name for p in run.iterdir()] == ["checkpoints"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary left
+
+
+@pytest.mark.parametrize("can_exchange", [True, False])
+def test_a_directory_is_swapped_in_whole(tmp_path, monkeypatch, can_exchange):
+  """The new directory replaces the old one in one rename (renameat2 RENAME_EXCHANGE) where
+  the system allows, else by two renames; either way the old one is gone afterwards."""
+  if not can_exchange:
+    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+  model = tmp_path / "model"
+  for content in ("first", "second"):
+    with outputs.replacing(model, directory=True) as tmp:
+      (tmp / "config.json").write_text(content)
+    assert (model / "config.json").read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_exchange_swaps_two_directories(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  a.mkdir()
+  b.mkdir()
+  (a / "from_a").touch()
+  (b / "from_b").touch()
+  if not outputs._exchange(a, b):
+    pytest.skip("this filesystem cannot exchange paths atomically")
+  assert [p.name for p in a.iterdir()] == ["from_b"]
+  assert [p.name for p in b.iterdir()] == ["from_a"]

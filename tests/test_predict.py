@@ -1,6 +1,11 @@
 """predict: tiled GeoTIFF inference equals a whole-image forward, shows no seams, keeps the
 georeferencing, runs on the real S2-100K samples, and refuses bad input cleanly."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import rasterio
@@ -11,7 +16,7 @@ from nirgan_jax.infer import model as inference
 from nirgan_jax.infer import model_io, predict, products, tiling
 from nirgan_jax.models import config as model_config
 
-from conftest import TEST_DATA, rbg_key, tiny_config
+from conftest import REPO, TEST_DATA, rbg_key, tiny_config
 from data_fixtures import write_geotiff
 
 CRS = "EPSG:32632"
@@ -230,3 +235,74 @@ def test_original_checkpoint_and_imported_model_predict_the_same(tmp_path):
     with rasterio.open(out) as src:
       outputs.append(src.read(1))
   np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--scale", "0"], "--scale must be > 0"),
+    (["--batch_size", "0"], "--batch_size must be > 0"),
+    (["--match_band", "0"], "--match_band must be > 0"),
+    (["--tile", "250"], "--tile 250 and --overlap 32 must be multiples of 4"),
+    (["--overlap", "30"], "--tile 256 and --overlap 30 must be multiples of 4"),
+    (["--bands", "0,1,2"], "--bands needs 3 indices >= 1"),
+])
+def test_bad_arguments_are_refused_before_any_work(flags, message, tmp_path, capsys):
+  write_geotiff(tmp_path / "in.tif", landscape(32, 32), CRS, TRANSFORM)
+  before = sorted(p.name for p in tmp_path.iterdir())
+  # The model does not exist: the arguments are refused before it is even looked for.
+  args = [str(tmp_path / "in.tif"), "--model", str(tmp_path / "nope"), "--out",
+          str(tmp_path / "out.tif"), "--quiet"]
+  assert predict.main(args + flags) == 2
+  err = capsys.readouterr().err
+  assert message in err and err.count("\n") == 1
+  assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_inputs_with_the_same_name_are_refused(tmp_path, capsys):
+  for folder in ("a", "b"):
+    (tmp_path / folder).mkdir()
+    write_geotiff(tmp_path / folder / "scene.tif", landscape(32, 32), CRS, TRANSFORM)
+  args = [str(tmp_path / "a"), str(tmp_path / "b" / "scene.tif"), "--model",
+          str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--quiet"]
+  assert predict.main(args) == 2
+  err = capsys.readouterr().err
+  assert "a/scene.tif and " in err and "b/scene.tif would both be written to" in err
+  assert not (tmp_path / "out").exists()
+
+
+def test_nan_pixels_of_a_float_raster_are_nodata(tmp_path, satclip_model):
+  data = landscape(64, 64).astype(np.float32) / 10_000
+  data[:, 10:20, 30:50] = np.nan  # no nodata value declared: NaN alone marks it
+  write_geotiff(tmp_path / "float.tif", data, CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "float.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "out.tif"), "--quiet"]) == 0
+  with rasterio.open(tmp_path / "out.tif") as out:
+    nir = out.read(1)
+  assert np.isnan(nir[10:20, 30:50]).all()
+  nir[10:20, 30:50] = 0
+  assert np.isfinite(nir).all()
+  data[:] = np.nan
+  write_geotiff(tmp_path / "all_nan.tif", data, CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "all_nan.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "out2.tif"), "--quiet"]) == 1
+  assert not (tmp_path / "out2.tif").exists()
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path, satclip_model):
+  (tmp_path / "in").mkdir()
+  write_geotiff(tmp_path / "in" / "big.tif", landscape(768, 768), CRS, TRANSFORM)
+  out = tmp_path / "out"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "nirgan_jax.predict", str(tmp_path / "in" / "big.tif"), "--model",
+       str(satclip_model), "--out", str(out / "big_nir.tif"), "--tile", "64", "--overlap", "8",
+       "--batch_size", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
+  deadline = time.monotonic() + 300
+  while process.poll() is None and time.monotonic() < deadline:
+    if out.is_dir() and any(p.name.startswith(".big_nir.tif.") for p in out.iterdir()):
+      break  # predicting: its temporary output exists
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  output = process.communicate(timeout=300)[0]
+  assert process.returncode == 143, output[-2000:]
+  assert "stopped by SIGTERM" in output and "Traceback" not in output
+  assert list(out.iterdir()) == []

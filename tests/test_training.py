@@ -168,9 +168,13 @@ def test_export_runs_in_a_fresh_process_without_training_code(exported, tmp_path
   assert expected.shape == (2, 48, 64, 1)
 
 
-def test_export_refuses_an_existing_output_and_names_a_missing_step(trained_run, exported,
-                                                                     tmp_path):
+def test_export_never_replaces_a_run_and_names_a_missing_step(trained_run, exported, tmp_path):
   assert export.main(["--workdir", str(trained_run.workdir), "--out", str(exported)]) == 1
+  # --overwrite replaces only a model directory: never the training run itself.
+  before = sorted(p.name for p in trained_run.workdir.rglob("*"))
+  assert export.main(["--workdir", str(trained_run.workdir), "--out", str(trained_run.workdir),
+                      "--overwrite"]) == 1
+  assert sorted(p.name for p in trained_run.workdir.rglob("*")) == before
   with pytest.raises(checkpointing.CheckpointNotFoundError, match="no checkpoint of step 5"):
     export.export_model(trained_run.workdir, tmp_path / "other", which=5)
 

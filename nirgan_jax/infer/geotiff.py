@@ -2,8 +2,10 @@
 ``tiled.ImageSource`` of a raster's RGB bands (or of a window of them) as reflectance.
 
 Stored values are divided by a scale to get reflectance: by default 255 for uint8, the data
-contract's 10000 for (u)int16 (Sentinel-2 style DN) and 1 for float. A tile's lon/lat comes
-from the raster's CRS, or is one fixed point for rasters without one.
+contract's 10000 for (u)int16 (Sentinel-2 style DN) and 1 for float. A pixel is valid where
+every RGB band's mask says so and its values are finite (NaN in a float raster is nodata even
+without a declared nodata value). A tile's lon/lat comes from the raster's CRS, or is one
+fixed point for rasters without one.
 """
 
 from __future__ import annotations
@@ -82,9 +84,11 @@ class GeoTiffSource:
     return np.moveaxis(data.astype(np.float32) / self.scale, 0, -1)
 
   def read(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
-    valid = self.dataset.read_masks(self.bands, window=self._raster_window(rows, cols))
-    rgb = np.clip(np.nan_to_num(self.reflectance(rows, cols)), 0.0, 1.0)
-    return rgb, valid.all(axis=0)
+    masks = self.dataset.read_masks(self.bands, window=self._raster_window(rows, cols))
+    reflectance = self.reflectance(rows, cols)
+    # A float raster may mark nodata with NaN without declaring a nodata value.
+    valid = masks.all(axis=0) & np.isfinite(reflectance).all(axis=-1)
+    return np.clip(np.nan_to_num(reflectance), 0.0, 1.0), valid
 
   def lonlat(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     if self.fixed_lonlat is not None:

@@ -41,9 +41,8 @@ def save_model_dir(path: str | Path, params: dict[str, Any],
   """Writes ``params`` (a dict of named parameter trees), ``config`` and any
   ``extra_files`` (name -> content) to ``path``."""
   path = Path(path).absolute()
-  if path.exists() and not overwrite:
-    raise FileExistsError(f"{path}: output exists (pass overwrite=True / --overwrite)")
-  with outputs.replacing(path, directory=True) as tmp:
+  check_output(path, overwrite)
+  with outputs.replacing(path, directory=True, replaceable=is_model_dir) as tmp:
     host_params = jax.tree.map(np.asarray, params)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp / PARAMS_DIR, host_params)
@@ -52,6 +51,25 @@ def save_model_dir(path: str | Path, params: dict[str, Any],
     for name, content in (extra_files or {}).items():
       (tmp / name).write_bytes(content)
   return path
+
+
+def is_model_dir(path: str | Path) -> bool:
+  """Whether ``path`` is a directory ``save_model_dir`` wrote (and nothing else): the only
+  kind of directory an ``--overwrite`` may replace."""
+  path = Path(path)
+  known = {CONFIG_FILE, PARAMS_DIR, EXPORTED_FILE}
+  return (path.is_dir() and (path / CONFIG_FILE).is_file() and (path / PARAMS_DIR).is_dir()
+          and {p.name for p in path.iterdir()} <= known)
+
+
+def check_output(path: str | Path, overwrite: bool) -> None:
+  """Refuses, before any work, an output path that exists unless ``overwrite`` and it is a
+  model directory (a training run, or any other folder, is never replaced)."""
+  path = Path(path)
+  outputs.check_new(path, overwrite)
+  if (path.exists() or path.is_symlink()) and not is_model_dir(path):
+    raise outputs.OutputError(f"{path}: exists and is not a model directory; refusing to "
+                              "replace it")
 
 
 def load_config(path: str | Path) -> ml_collections.ConfigDict:

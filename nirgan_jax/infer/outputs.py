@@ -9,10 +9,12 @@ process's umask gives a newly created file or directory, as a plain ``open()`` w
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from nirgan_jax.errors import NirganError
@@ -63,12 +65,56 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+  """Swaps the paths ``a`` and ``b`` atomically; False where the system cannot."""
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (AttributeError, OSError):
+    return False
+  if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    return True
+  code = ctypes.get_errno()
+  if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a filesystem without it
+    return False
+  raise OSError(code, os.strerror(code), str(b))
+
+
+def _replace_directory(new: Path, path: Path) -> None:
+  """Puts directory ``new`` at ``path``, where a directory may already be: swapped in one
+  step where the system allows, so that at no moment is there neither; the old one is then
+  removed."""
+  if not path.exists():
+    os.replace(new, path)
+  elif _exchange(new, path):
+    shutil.rmtree(new)  # ``new`` now names the old output
+  else:
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+    os.replace(path, old / path.name)
+    os.replace(new, path)
+    shutil.rmtree(old)
+
+
 @contextlib.contextmanager
-def replacing(path: str | Path, directory: bool = False) -> Iterator[Path]:
+def replacing(path: str | Path, directory: bool = False,
+              replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
   """Yields a new temporary sibling of ``path`` (an empty file, or with ``directory`` an
   empty directory) to write the output into; renames it onto ``path`` when the block ends
-  normally (replacing an existing output), removes it when the block raises."""
+  normally, removes it when the block raises.
+
+  An existing ``path`` is replaced only if it is of the same kind (file or directory) and
+  ``replaceable(path)`` (default: any) says it is an output of this kind, so that nothing
+  else a user owns is ever deleted.
+  """
   path = Path(path)
+  if path.exists() or path.is_symlink():
+    same_kind = path.is_dir() == directory and not path.is_symlink()
+    if not same_kind or (replaceable is not None and not replaceable(path)):
+      what = "a model directory" if directory else "a file this tool wrote"
+      raise OutputError(f"{path}: exists and is not {what}; refusing to replace it")
   path.parent.mkdir(parents=True, exist_ok=True)
   prefix = f".{path.name}."
   if directory:
@@ -81,9 +127,10 @@ def replacing(path: str | Path, directory: bool = False) -> Iterator[Path]:
     yield tmp
     # mkstemp and mkdtemp make it private; an output is not.
     tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~current_umask())
-    if directory and path.is_dir() and not path.is_symlink():
-      shutil.rmtree(path)  # a directory cannot be replaced by a rename
-    os.replace(tmp, path)
+    if directory:
+      _replace_directory(tmp, path)
+    else:
+      os.replace(tmp, path)
   except BaseException:
     _remove(tmp)
     raise

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
@@ -125,6 +126,12 @@ def output_paths(inputs: list[Path], out: Path, options: Options) -> list[Path]:
     if out.exists() and not out.is_dir():
       raise PredictError(f"{out}: must be a folder for several inputs")
     paths = [out / f"{p.stem}_{options.output}.tif" for p in inputs]
+  first_input = {}
+  for in_path, path in zip(inputs, paths, strict=True):
+    if path in first_input:
+      raise errors.UsageError(f"{first_input[path]} and {in_path} would both be written to "
+                              f"{path}: predict them into different --out folders")
+    first_input[path] = in_path
   for path in paths:
     outputs.check_new(path, options.overwrite)
   return paths
@@ -142,8 +149,9 @@ def check_input(path: Path, options: Options, needs_location: bool) -> None:
     # A decimated look at the mask: cheap even for a 10,000 px scene.
     factor = max(1, math.ceil(max(src.height, src.width) / 1024))
     shape = (max(1, src.height // factor), max(1, src.width // factor))
-    mask = src.read_masks(list(options.bands), out_shape=(3, *shape))
-    if not mask.all(axis=0).any():
+    mask = src.read_masks(list(options.bands), out_shape=(3, *shape)).all(axis=0)
+    mask &= np.isfinite(src.read(list(options.bands), out_shape=(3, *shape))).all(axis=0)
+    if not mask.any():
       raise geotiff.RasterError(f"{path}: every pixel is nodata")
 
 
@@ -186,20 +194,29 @@ def options_from_args(args: argparse.Namespace) -> Options:
     bands = tuple(int(b) for b in args.bands.split(","))
     lonlat = tuple(float(v) for v in args.lonlat.split(",")) if args.lonlat else None
   except ValueError as e:
-    raise PredictError(f"--bands/--lonlat: {e}") from e
-  if len(bands) != 3:
-    raise PredictError(f"--bands needs 3 indices (red,green,blue), got {args.bands!r}")
+    raise errors.UsageError(f"--bands/--lonlat: {e}") from e
+  if len(bands) != 3 or min(bands) < 1:
+    raise errors.UsageError(f"--bands needs 3 indices >= 1 (red,green,blue), got {args.bands!r}")
   if lonlat is not None and (len(lonlat) != 2 or not -180 <= lonlat[0] <= 180
                              or not -90 <= lonlat[1] <= 90):
-    raise PredictError(f"--lonlat needs LON,LAT in degrees, got {args.lonlat!r}")
+    raise errors.UsageError(f"--lonlat needs LON,LAT in degrees, got {args.lonlat!r}")
   if args.tile % tiling.ALIGN or args.overlap % tiling.ALIGN or not (
       0 <= args.overlap < args.tile):
-    raise PredictError(f"--tile {args.tile} and --overlap {args.overlap} must be multiples of "
-                       f"{tiling.ALIGN} with 0 <= overlap < tile")
+    raise errors.UsageError(f"--tile {args.tile} and --overlap {args.overlap} must be "
+                            f"multiples of {tiling.ALIGN} with 0 <= overlap < tile")
+  check_positive(args, "scale", "match_scale", "batch_size", "match_band")
   # Every other Options field the command line has; a caller's parser may have fewer.
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
            if f.name not in ("bands", "lonlat") and hasattr(args, f.name)}
   return Options(bands=bands, lonlat=lonlat, **given)
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+  """Refuses a given ``--name`` (absent or None: its default applies) that is not > 0."""
+  for name in names:
+    value = getattr(args, name, None)
+    if value is not None and not value > 0:
+      raise errors.UsageError(f"--{name} must be > 0, got {value}")
 
 
 @errors.cli

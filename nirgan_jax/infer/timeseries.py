@@ -105,7 +105,7 @@ def observe(model: Model, path: Path, options: predict.Options, window_px: int,
     has_nir = 0 < nir_band <= src.count
     bands = list(options.bands) + ([nir_band] if has_nir else [])
     data = src.read(bands, window=window).astype(np.float32)
-    valid = src.read_masks(bands, window=window).all(axis=0) > 0
+    valid = (src.read_masks(bands, window=window).all(axis=0) > 0) & np.isfinite(data).all(0)
   reflectance = np.clip(data / context.scale, 0, 1)
   inner = (slice(window.row_off - top, window.row_off - top + window.height),
            slice(window.col_off - left, window.col_off - left + window.width))

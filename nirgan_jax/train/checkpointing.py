@@ -39,9 +39,11 @@ def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.Checkpoint
   ])
   # best_fn is what makes the manager write each step's metrics to disk (without it they
   # live only in memory and a resumed run forgets which old checkpoints were best).
+  # cleanup_tmp_directories: a save killed half-way leaves a temporary step directory; it is
+  # removed when the next run opens the manager, so nothing unfinished looks like a step.
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, best_fn=lambda m: m[VAL_METRIC], best_mode="min",
-      create=True)
+      create=True, cleanup_tmp_directories=True)
   return ocp.CheckpointManager(as_path(directory), options=options)
 
 

@@ -63,8 +63,7 @@ def export_model(workdir: str | Path, out: str | Path, which: str | int = "best"
                  with_program: bool = False, overwrite: bool = False) -> Path:
   """Writes the inference model directory of ``workdir``'s checkpoint ``which``."""
   out = Path(out)
-  if out.exists() and not overwrite:
-    raise FileExistsError(f"{out}: output exists (pass --overwrite to replace it)")
+  model_io.check_output(out, overwrite)
   params, metadata, step = checkpointing.restore_weights(workdir, which)
   config = ml_collections.ConfigDict(metadata["config"])
   model_cfg = inference_config(config)
