@@ -1,6 +1,7 @@
 """Input pipeline throughput: samples/s of the training pipeline at 256 px from a generated
-S2-like ArrayRecord dataset (the demo builder at 256 px, multi-scale on), with 0 and with 2
-worker processes, and peak RSS.
+S2-like ArrayRecord dataset (the demo builder with 512 px patches, multi-scale on: 10 m
+native, 15 and 20 m derived, which 512 px fill), with 0 and with 2 worker processes, and
+peak RSS.
 
     python benchmarks/input_pipeline.py [--examples 200] [--batches 40] [--workers 0 2]
 
@@ -38,9 +39,10 @@ def main() -> None:
   cores = len(os.sched_getaffinity(0))
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
-    builder, _ = build.build("nirgan_demo", tmp, extra={"num_examples": args.examples})
+    builder, _ = build.build("nirgan_demo", tmp, patch_size=512,
+                             extra={"num_examples": args.examples})
     spec = ip.SourceSpec(name=f"nirgan_demo/{builder.builder_config.name}", data_dir=tmp,
-                         native_gsd_m=10.0, derived_gsd_m=(20.0, 30.0), prob_native=0.5)
+                         native_gsd_m=10.0, derived_gsd_m=(15.0, 20.0), prob_native=0.5)
     dataset = ip.train_dataset([spec], 256, global_batch_size=BATCH, seed=0)
     for workers in args.workers:
       iterator = ip.make_iterator(dataset, workers=workers)

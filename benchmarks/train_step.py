@@ -48,7 +48,7 @@ def make_config(size: str, dtype: str, conv_impl: str):
   config.model.discriminator.ndf = spec["ndf"]
   # Loss and optimiser sections of configs/multiscale.py (the full recipe).
   config.loss = dict(gan_mode="lsgan", lambda_gan=1.0, lambda_l1=100.0, lambda_ssim=0.0,
-                     ssim_window=5, lambda_hist=0.0, lambda_rs=0.0, rs_criterion="l1",
+                     ssim_window=11, lambda_hist=0.0, lambda_rs=0.0, rs_criterion="l1",
                      rs_weights=dict(ndvi=0.33, ndwi=0.33, evi=0.33))
   config.optim = dict(lr=2e-4, b1=0.5, b2=0.999)
   return config

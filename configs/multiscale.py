@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.lambda_gan = 1.0
   config.loss.lambda_l1 = 100.0
   config.loss.lambda_ssim = 0.0
-  config.loss.ssim_window = 5
+  config.loss.ssim_window = 11  # the original's window
   config.loss.lambda_hist = 0.0  # EMD between softmax-CDF histograms
   config.loss.lambda_rs = 0.0  # remote-sensing index loss, off as in the original
   config.loss.rs_criterion = "l1"  # l1 | l2
@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.plateau = ml_collections.ConfigDict(dict(
       factor=0.1, patience=5, threshold=1e-4, min_lr=0.0))
 
-  # Input pipeline (nirgan_jax/input_pipeline.py). Sources are mixed by weight; the seed's
+  # Input pipeline (nirgan_jax/data/pipeline.py). Sources are mixed by weight; the seed's
   # patch counts: Landsat-8 20k, Sentinel-2 75k, SPOT-6 15k, NAIP 35k. Each example is shown
   # at its native ground sampling distance with prob_native, else at one of derived_gsd_m
   # (area-averaged). Build the datasets with `python -m data_prep.build`.
@@ -44,11 +44,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.batch_size_per_device = 8
   # Keyed by a short name (sorted by it), so each knob overrides on the command line, e.g.
   # --config.data.sources.naip.weight=50000.
+  # Every pixel of an example is real, so a gsd needs image_size * gsd / native_gsd_m native
+  # pixels in the stored patches; training refuses to start if a build's patches are smaller.
+  # With each source's default patch size (in native px; `--patch_size` at build time):
+  #   landsat8/rgbn_toa   256 (30 m)   native only
+  #   s2_100k/default     256 (10 m)   S2-100K patches are 256 px: native only
+  #   sen2naip/hr         512 (2.5 m)  a 520 px SEN2NAIP sample: up to 5 m
+  #   worldstrat/hr      1024 (1.5 m)  a 1,054 px WorldStrat scene: up to 6 m (SPOT's own MS)
   config.data.sources = ml_collections.ConfigDict(dict(
       landsat8=source("landsat8/rgbn_toa", 20_000, 30.0, (), 1.0),
-      naip=source("sen2naip/hr", 35_000, 2.5, (5.0, 10.0, 30.0), 0.5),
-      sentinel2=source("s2_100k/default", 75_000, 10.0, (30.0,), 0.8),
-      spot6=source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 10.0), 0.25),
+      naip=source("sen2naip/hr", 35_000, 2.5, (5.0,), 0.5),
+      sentinel2=source("s2_100k/default", 75_000, 10.0, (), 1.0),
+      spot6=source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 6.0), 0.25),
   ))
   config.data.train_split = "train"
   config.data.eval_split = "validation"
@@ -56,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch_buffer = 64  # batches of ~512 KB records: the Grain default is 500
   config.data.workers = 0  # worker processes per host (mp_prefetch)
   config.data.per_worker_buffer = 2
+  config.data.device_prefetch = 2  # batches sharded onto the devices ahead of the step
   config.data.build_missing = False  # build generated sources (the demo) if absent
 
   config.train = ml_collections.ConfigDict(dict(
@@ -66,7 +74,12 @@ def get_config() -> ml_collections.ConfigDict:
       image_every=5_000,  # prediction panels in TensorBoard (0: never)
       num_images=4,  # eval examples shown in the panels
       keep_best=3,  # checkpoints kept by val L1, besides the latest
-      on_nonfinite="skip",  # skip | halt: what a NaN/inf loss does (never saved either way)
+      # skip | halt: what a NaN/inf loss does (never saved either way). Either is acted on at
+      # the next log step, which names the skipped steps: no step waits for the host.
+      on_nonfinite="skip",
+      # With several processes, every this many steps they agree whether a SIGTERM arrived
+      # (a collective); a single process checks after every step at no cost.
+      stop_check_every=10,
   ))
 
   # Fine-tuning: start from these weights instead of random ones (ignored when the workdir

@@ -1,7 +1,7 @@
 """Builds one NIR-GAN source as a TFDS ArrayRecord dataset.
 
     python -m data_prep.build <source> --manual_dir RAW --data_dir OUT
-        [--config NAME] [--patch_size 256] [--stride N] [--max_invalid_share 0.05]
+        [--config NAME] [--patch_size N] [--stride N] [--max_invalid_share 0.05]
         [--option KEY=VALUE ...] [--workers N] [--overwrite]
 
 Writes ``OUT/<source>/<config>/<version>/`` (readable with
@@ -98,7 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--data_dir", required=True, help="TFDS data directory to write")
   parser.add_argument("--manual_dir", help="local copy of the raw archive")
   parser.add_argument("--config", help="builder config (default: the first)")
-  parser.add_argument("--patch_size", type=int, help="patch side in native pixels (default 256)")
+  parser.add_argument("--patch_size", type=int,
+                      help="patch side in native pixels (default: the config's, e.g. 256 for "
+                           "s2_100k, 512 for sen2naip hr, 1024 for worldstrat hr)")
   parser.add_argument("--stride", type=int, help="tiling stride (default: the patch size)")
   parser.add_argument("--max_invalid_share", type=float,
                       help="skip patches with a larger nodata/NaN share (default 0.05)")

@@ -14,6 +14,7 @@ reason and the build goes on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import multiprocessing
 from collections.abc import Iterator
@@ -50,12 +51,24 @@ class Patch:
   sensor: str
   source_id: str
   date: str = ""
-  invalid_share: float = 0.0  # share of nodata/NaN pixels in the window
+  nodata: np.ndarray | None = None  # (P, P) bool: the source's no-data pixels (NaN aside)
+
+  @functools.cached_property
+  def valid(self) -> np.ndarray:
+    """(P, P) bool: pixels that are finite in every band and not marked no-data."""
+    valid = np.isfinite(self.rgb).all(axis=-1) & np.isfinite(self.nir).all(axis=-1)
+    return valid if self.nodata is None else valid & ~self.nodata
+
+  @property
+  def invalid_share(self) -> float:
+    return 1.0 - float(self.valid.mean())
 
   def to_example(self) -> dict[str, Any]:
+    valid = self.valid[..., None]
     return {
-        "rgb": contract.to_stored_reflectance(np.nan_to_num(self.rgb, nan=0.0)),
-        "nir": contract.to_stored_reflectance(np.nan_to_num(self.nir, nan=0.0)),
+        "rgb": contract.to_stored_reflectance(np.where(valid, self.rgb, 0.0)),
+        "nir": contract.to_stored_reflectance(np.where(valid, self.nir, 0.0)),
+        contract.VALID: valid.astype(np.uint8),
         "lon": np.float64(self.lon),
         "lat": np.float64(self.lat),
         "gsd_m": np.float32(self.gsd_m),
@@ -67,6 +80,9 @@ class Patch:
 
 @dataclasses.dataclass(kw_only=True)
 class PatchBuilderConfig(tfds.core.BuilderConfig):
+  # Side of a stored patch in native pixels. The input pipeline cuts ceil(image_size * gsd /
+  # native gsd) of them for an example shown at a coarser gsd, so a source's default is sized
+  # for the coarsest resolution the training recipe derives from it (configs/multiscale.py).
   patch_size: int = 256
   stride: int | None = None  # default: patch_size (no overlap)
   max_invalid_share: float = 0.05  # patches with more nodata/NaN pixels are skipped
@@ -205,7 +221,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     nir=reflectance[3:].transpose(1, 2, 0),
                     lon=lon, lat=lat, gsd_m=gsd, sensor=sensor, date=date,
                     source_id=f"{source_name or path.name}:{window.row_off},{window.col_off}",
-                    invalid_share=raster.invalid_share(dn, nodata, extra_invalid))
+                    nodata=raster.invalid_mask(dn, nodata, extra_invalid))
 
   def _discover(self, manual_dir: Path | None) -> list[SourceItem]:
     raise NotImplementedError

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy import ndimage, spatial, stats
 
-from data_prep import splits
+from data_prep import contract, splits
 from data_prep.builder import Patch, PatchBuilder, PatchBuilderConfig, SourceItem
 
 # Mean surface reflectance (R, G, B, NIR) of pure materials, typical values of
@@ -143,8 +143,8 @@ class Demo(PatchBuilder):
   """Synthetic multi-sensor RGB+NIR landscapes (no download)."""
 
   name = "nirgan_demo"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version(contract.VERSION)
+  RELEASE_NOTES = contract.RELEASE_NOTES
   BUILDER_CONFIGS = [DemoConfig(name="default", description="400 patches of 256 px"),
                      DemoConfig(name="small", num_examples=40, patch_size=64,
                                 description="40 patches of 64 px (tests)")]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import raster, splits
+from data_prep import contract, raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
 
@@ -60,8 +60,8 @@ class Landsat8(PatchBuilder):
   """Landsat-8 OLI RGB + NIR patches (30 m)."""
 
   name = "landsat8"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version(contract.VERSION)
+  RELEASE_NOTES = contract.RELEASE_NOTES
   BUILDER_CONFIGS = [
       Landsat8Config(name="rgbn_toa", layout="rgbn_toa",
                      description="folder of 4-band RGBN float TOA GeoTIFFs (NIR-GAN's export)"),

@@ -63,25 +63,32 @@ def read_bands(src, indexes: list[int], window: Window | None = None) -> np.ndar
     raise SkipItem(f"unreadable pixels ({_first_line(e)})") from e
 
 
-def invalid_share(bands: np.ndarray, nodata: float | None,
-                  extra_invalid: np.ndarray | None = None) -> float:
-  """Share of pixels where any band is NaN or equals ``nodata`` (or ``extra_invalid``)."""
+def invalid_mask(bands: np.ndarray, nodata: float | None,
+                 extra_invalid: np.ndarray | None = None) -> np.ndarray:
+  """(H, W) bool: pixels where any band of (C, H, W) ``bands`` is NaN or equals ``nodata``
+  (or ``extra_invalid`` is set)."""
   invalid = np.zeros(bands.shape[1:], bool) if extra_invalid is None else extra_invalid.copy()
   if np.issubdtype(bands.dtype, np.floating):
     invalid |= np.isnan(bands).any(axis=0)
   if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
     invalid |= (bands == nodata).any(axis=0)
-  return float(invalid.mean())
+  return invalid
 
 
 def tile_starts(length: int, patch: int, stride: int) -> list[int]:
-  """Window offsets covering ``[0, length)``; the last window is flush with the edge."""
+  """Window offsets along ``[0, length)``, ``stride`` apart.
+
+  What the strides leave over is covered by one more window flush with the edge, unless it
+  is at most a quarter patch: then the windows are centred and the thin borders dropped,
+  so that a 1,054 px scene gives one 1,024 px patch, not four that overlap by 97 %.
+  """
   if length < patch:
     return []
   starts = list(range(0, length - patch + 1, stride))
-  if starts[-1] + patch < length:
-    starts.append(length - patch)
-  return starts
+  left_over = length - patch - starts[-1]
+  if left_over > patch // 4:
+    return starts + [length - patch]
+  return [start + left_over // 2 for start in starts]
 
 
 def tile_windows(height: int, width: int, patch: int, stride: int) -> Iterator[Window]:

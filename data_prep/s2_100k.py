@@ -39,8 +39,8 @@ class S2100k(PatchBuilder):
   """S2-100K (SatCLIP) as NIR-GAN patches."""
 
   name = "s2_100k"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version(contract.VERSION)
+  RELEASE_NOTES = contract.RELEASE_NOTES
   BUILDER_CONFIGS = [
       S2100kConfig(name="default", description="reflectance = DN / 10000 (as SatCLIP)"),
       S2100kConfig(name="boa_offset", boa_offset=1000,

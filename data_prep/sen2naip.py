@@ -139,11 +139,15 @@ class Sen2Naip(PatchBuilder):
   """SEN2NAIP v2 NAIP (hr) or Sentinel-2 (lr) RGB + NIR patches."""
 
   name = "sen2naip"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version(contract.VERSION)
+  RELEASE_NOTES = contract.RELEASE_NOTES
+  # A sample is 520 px of NAIP (130 px of Sentinel-2): one patch per sample, as large as it
+  # allows, so that NAIP can also be shown at 5 m (512 native px for a 256 px example).
   BUILDER_CONFIGS = [
-      Sen2NaipConfig(name="hr", resolution="hr", description="NAIP RGBN, 2.5 m"),
-      Sen2NaipConfig(name="lr", resolution="lr", description="Sentinel-2 RGBN, 10 m"),
+      Sen2NaipConfig(name="hr", resolution="hr", patch_size=512,
+                     description="NAIP RGBN, 2.5 m, 512 px patches"),
+      Sen2NaipConfig(name="lr", resolution="lr", patch_size=128,
+                     description="Sentinel-2 RGBN, 10 m, 128 px patches"),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download SEN2NAIP v2 from Hugging Face, either a TACO variant of tacofoundation/SEN2NAIPv2

@@ -99,13 +99,15 @@ class WorldStrat(PatchBuilder):
   """WorldStrat SPOT-6/7 (hr) or Sentinel-2 L2A (lr) RGB + NIR patches."""
 
   name = "worldstrat"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version(contract.VERSION)
+  RELEASE_NOTES = contract.RELEASE_NOTES
+  # An AOI is about 1,054 px of SPOT (158 px of Sentinel-2): one patch per scene, as large as
+  # it allows, so that SPOT can also be shown at up to 6 m (1,024 native px for 256 px).
   BUILDER_CONFIGS = [
-      WorldStratConfig(name="hr", resolution="hr",
-                       description="SPOT-6/7 pansharpened RGBN, 1.5 m (_ps.tiff)"),
-      WorldStratConfig(name="lr", resolution="lr",
-                       description="Sentinel-2 L2A revisits, 10 m (B04, B03, B02, B08)"),
+      WorldStratConfig(name="hr", resolution="hr", patch_size=1024,
+                       description="SPOT-6/7 pansharpened RGBN, 1.5 m (_ps.tiff), 1024 px"),
+      WorldStratConfig(name="lr", resolution="lr", patch_size=128,
+                       description="Sentinel-2 L2A revisits, 10 m (B04, B03, B02, B08), 128 px"),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download WorldStrat (Zenodo record 6810792, or its re-upload 15382551) and extract it

@@ -129,6 +129,44 @@ def write_landsat_rgbn(root: Path, size: int = 32) -> LandsatFixture:
   return LandsatFixture(root, good, centres, broken)
 
 
+@dataclasses.dataclass
+class HolesFixture:
+  root: Path
+  data: np.ndarray  # (C, H, W) as written
+  invalid: np.ndarray  # (H, W) bool: the pixels written as NaN or no-data
+
+
+def write_landsat_with_holes(root: Path, size: int = 32) -> HolesFixture:
+  """One Landsat RGBN float32 TOA file (nodata -9999) with a 4 x 6 px NaN block and one NIR
+  pixel at the nodata value: 25 invalid pixels, 2.4 % of 32 x 32, under the 5 % threshold."""
+  root.mkdir(parents=True)
+  rng = np.random.default_rng(13)
+  data = rng.uniform(0.02, 0.45, (4, size, size)).astype(np.float32)
+  invalid = np.zeros((size, size), bool)
+  data[:, 10:14, 5:11] = np.nan
+  invalid[10:14, 5:11] = True
+  data[3, 20, 25] = -9999.0
+  invalid[20, 25] = True
+  write_geotiff(root / "holes.tif", data, "EPSG:32618", from_origin(500_000.0, 4_500_000.0, 30, 30),
+                nodata=-9999.0)
+  return HolesFixture(root, data, invalid)
+
+
+def write_s2_100k_with_holes(root: Path, size: int = 32) -> HolesFixture:
+  """S2-100K layout with one file whose B04 (red) is 0, Sentinel-2's no-data, over a 3 x 5 px
+  block (1.5 %)."""
+  (root / "images").mkdir(parents=True)
+  data = s2_dn(21, size)
+  invalid = np.zeros((size, size), bool)
+  data[3, 20:23, 2:7] = 0
+  invalid[20:23, 2:7] = True
+  crs, origin = "EPSG:32633", (410_000.0, 5_790_000.0)
+  write_geotiff(root / "images" / "patch_0.tif", data, crs, from_origin(*origin, 10.0, 10.0))
+  lon, lat = utm_to_lonlat(crs, origin[0] + size * 5.0, origin[1] - size * 5.0)
+  (root / "index.csv").write_text(f"fn,lon,lat\npatch_0.tif,{lon},{lat}\n")
+  return HolesFixture(root, data, invalid)
+
+
 def write_ssl4eo_l(root: Path, kind: str = "toa", size: int = 32) -> LandsatFixture:
   """SSL4EO-L: ssl4eo_l_oli_tirs_toa/<7-digit location>/<scene id>/all_bands.tif, 11 (TOA) or 7
   (SR) bands uint8, UTM 30 m; two seasons at one location; an all-zero scene; a scene with the
@@ -294,14 +332,15 @@ def _sen2naip_sample(rng, index: int, lr_size: int = 16):
                "lr_transform": from_origin(x0, y0, 10.0, 10.0)}
 
 
-def write_sen2naip_taco(root: Path) -> Sen2NaipFixture:
+def write_sen2naip_taco(root: Path, lr_size: int = 16) -> Sen2NaipFixture:
   """sen2naipv2-crosssensor.taco with 3 samples (train, train, test) of lr 4x16x16 and hr 4x64x64
+  (by default; ``lr_size`` sets the LR side, the HR is 4 times it)
   uint16 GeoTIFFs, a sample whose nested tortilla is corrupt, and a truncated second .taco."""
   root.mkdir(parents=True)
   rng = np.random.default_rng(5)
   samples, outer = {}, []
   for i, split in enumerate(["train", "train", "test"]):
-    crs, sample = _sen2naip_sample(rng, i)
+    crs, sample = _sen2naip_sample(rng, i, lr_size)
     sample_id = f"ROI_{i:04d}"
     samples[sample_id] = {**sample, "split": split, "date": "2021-06-0" + str(i + 1)}
     leaves = [(name, geotiff_bytes(sample[name], crs, sample[f"{name}_transform"]),

@@ -3,11 +3,12 @@ the reference values and the variants change only what they are for."""
 
 import pytest
 
+from data_prep import build
 from nirgan_jax import models
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.train import config_checks
 
-from conftest import REPO, load_config
+from conftest import REPO, TINY_CONFIG, load_config, load_config_file
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
 
@@ -34,6 +35,22 @@ def test_full_recipe_has_the_reference_values():
   assert (c.optim.lr, c.optim.b1, c.optim.plateau.patience) == (2e-4, 0.5, 5)
   weights = {k: s.weight for k, s in c.data.sources.items()}
   assert weights == {"landsat8": 20_000, "sentinel2": 75_000, "spot6": 15_000, "naip": 35_000}
+  resolutions = {k: (s.native_gsd_m, tuple(s.derived_gsd_m), s.prob_native)
+                 for k, s in c.data.sources.items()}
+  assert resolutions == {"landsat8": (30.0, (), 1.0), "sentinel2": (10.0, (), 1.0),
+                         "naip": (2.5, (5.0,), 0.5), "spot6": (1.5, (2.5, 5.0, 6.0), 0.25)}
+
+
+@pytest.mark.parametrize("name", CONFIGS + ["tests/configs/tiny"])
+def test_every_configured_resolution_fits_the_default_patch_sizes(name):
+  """Built with each source's default --patch_size, every example of every configured gsd is
+  cut from real pixels (the pipeline would refuse the source otherwise)."""
+  config = load_config_file(TINY_CONFIG) if name.startswith("tests/") else load_config(name)
+  for spec in input_pipeline.source_specs(config.data, config.data.train_split):
+    dataset, _, config_name = spec.name.partition("/")
+    patch_size = next(c.patch_size for c in build.BUILDERS[dataset].BUILDER_CONFIGS
+                      if c.name == config_name)
+    input_pipeline.check_fillable(spec, patch_size, config.data.image_size)
 
 
 def _differences(a, b, prefix=""):
@@ -50,8 +67,7 @@ def _differences(a, b, prefix=""):
 @pytest.mark.parametrize("name,changed", [
     ("no_satclip", {"model.injection.style"}),
     ("s2_only", {"data.sources.landsat8", "data.sources.naip", "data.sources.spot6",
-                 "data.sources.sentinel2.weight", "data.sources.sentinel2.derived_gsd_m",
-                 "data.sources.sentinel2.prob_native"}),
+                 "data.sources.sentinel2.weight"}),
     ("rs_losses", {"loss.lambda_rs", "loss.lambda_hist"}),
     ("baselines", {"model.generator.kind", "model.injection.style", "loss.lambda_gan",
                    "optim.lr", "optim.b1"}),

@@ -14,7 +14,7 @@ import pytest
 import rasterio
 import tensorflow_datasets as tfds
 
-from data_prep import build, contract, splits
+from data_prep import build, contract, raster, splits
 from data_prep.demo import demo_patch
 from data_prep.report import REPORT_JSON, REPORT_TEXT
 
@@ -71,6 +71,8 @@ def test_s2_100k_fixture_builds_with_values_centres_splits_and_report(tmp_path):
         file_splits.add(split)
         assert ex["rgb"].shape == (16, 16, 3) and ex["rgb"].dtype == np.uint16
         assert ex["nir"].shape == (16, 16, 1) and ex["nir"].dtype == np.uint16
+        assert ex["valid"].shape == (16, 16, 1) and ex["valid"].dtype == np.uint8
+        assert ex["valid"].all()
         window = dn[:, row:row + 16, col:col + 16]
         # RGB = B04, B03, B02 and NIR = B08 (1-based), stored as DN (reflectance x 10000).
         np.testing.assert_array_equal(ex["rgb"], window[[3, 2, 1]].transpose(1, 2, 0))
@@ -118,6 +120,10 @@ def test_real_s2_100k_sample_converts_exactly(tmp_path):
     name = _text(ex["source_id"]).split(":")[0]
     with rasterio.open(S2_SAMPLE / "images" / name) as src:
       bands = src.read([4, 3, 2, 8])
+    # A few pixels have DN 0 (Sentinel-2's no-data) in some band: invalid, stored as 0.
+    invalid = (bands == 0).any(axis=0)
+    np.testing.assert_array_equal(ex["valid"][..., 0], ~invalid)
+    bands = np.where(invalid, 0, bands)
     np.testing.assert_array_equal(ex["rgb"], bands[:3].transpose(1, 2, 0))
     np.testing.assert_array_equal(ex["nir"][..., 0], bands[3])
     assert ex["lon"] == pytest.approx(index[name][0], abs=1e-4)
@@ -196,6 +202,54 @@ def test_killed_build_leaves_nothing_that_opens(tmp_path):
   with pytest.raises(KeyError, match="has not been generated"):
     tfds.data_source("nirgan_demo/default", split="train", data_dir=str(data_dir),
                      download=False)
+
+
+@pytest.mark.parametrize("source", ["landsat8", "s2_100k"])
+def test_nodata_pixels_are_stored_as_zero_with_the_validity_mask(tmp_path, source):
+  """NaN, the file's nodata value (Landsat) and DN 0 (Sentinel-2) are invalid; a patch with a
+  few of them is kept, with valid 0 exactly there and rgb/nir 0 (never a target)."""
+  if source == "landsat8":
+    fixture = data_fixtures.write_landsat_with_holes(tmp_path / "raw")
+    reflectance = np.nan_to_num(fixture.data.astype(np.float64))
+    expected = np.where(fixture.invalid, 0, np.rint(reflectance * 10000))
+  else:
+    fixture = data_fixtures.write_s2_100k_with_holes(tmp_path / "raw")
+    expected = np.where(fixture.invalid, 0, fixture.data[[3, 2, 1, 7]])
+  builder, report = build.build(source, tmp_path / "tfds", fixture.root, patch_size=32)
+  assert report["total_written"] == 1 and report["total_skipped"] == 0
+  (ex,) = [ex for exs in _read_all(builder).values() for ex in exs]
+  assert ex["valid"].dtype == np.uint8 and ex["valid"].shape == (32, 32, 1)
+  np.testing.assert_array_equal(ex["valid"][..., 0], ~fixture.invalid)
+  np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
+  np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
+
+
+def test_builds_are_versioned_by_the_data_contract(tmp_path):
+  builder, _ = build.build("nirgan_demo", tmp_path / "tfds", config="small",
+                           extra={"num_examples": 5})
+  assert str(builder.info.version) == contract.VERSION != "1.0.0"
+  assert Path(builder.data_dir).name == contract.VERSION
+  assert contract.VALID in builder.info.features
+
+
+def test_tiling_centres_a_thin_left_over_instead_of_adding_a_near_duplicate():
+  assert raster.tile_starts(64, 32, 32) == [0, 32]  # exact: unchanged
+  assert raster.tile_starts(1054, 1024, 1024) == [15]  # a WorldStrat scene: one patch
+  assert raster.tile_starts(520, 512, 512) == [4]  # a SEN2NAIP sample
+  assert raster.tile_starts(264, 256, 256) == [4]  # an SSL4EO-L scene
+  assert raster.tile_starts(600, 256, 256) == [0, 256, 344]  # 88 px left: a window of its own
+  assert raster.tile_starts(100, 128, 128) == []
+
+
+def test_default_patch_sizes_fit_one_sample_of_each_archive():
+  """SEN2NAIP samples are 520 px (NAIP) / 130 px (S2); WorldStrat scenes ~1,054 / ~158 px."""
+  sizes = {(cls.name, c.name): c.patch_size for cls in build.BUILDERS.values()
+           for c in cls.BUILDER_CONFIGS}
+  assert sizes[("sen2naip", "hr")] == 512 and sizes[("sen2naip", "lr")] == 128
+  assert sizes[("worldstrat", "hr")] == 1024 and sizes[("worldstrat", "lr")] == 128
+  assert sizes[("s2_100k", "default")] == 256 and sizes[("landsat8", "rgbn_toa")] == 256
+  assert len(raster.tile_starts(520, 512, 512)) == len(raster.tile_starts(130, 128, 128)) == 1
+  assert len(raster.tile_starts(1054, 1024, 1024)) == len(raster.tile_starts(158, 128, 128)) == 1
 
 
 def test_stored_reflectance_rounds_and_clips():

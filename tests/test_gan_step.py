@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from nirgan_jax import metrics as metrics_lib
 from nirgan_jax import models
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import state as train_state
@@ -101,6 +102,32 @@ def test_every_injection_style_trains(style):
   assert g.step == 2 and d.step == 2
 
 
+def test_train_step_honours_the_valid_mask():
+  config = tiny_config("multiply")
+  config.model.conv_impl = "xla"
+  config.loss.lambda_ssim = 1.0
+  config.loss.lambda_rs = 1.0
+  batch = _batch()
+  all_valid = {**batch, "valid": np.ones(batch["nir"].shape, np.float32)}
+  g0, d0, h0 = _run(config, jax.devices(), 1, batch)
+  g1, d1, h1 = _run(config, jax.devices(), 1, all_valid)
+  for key, value in h0[0].items():
+    assert h1[0][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+  for name, a, b in (("G", g0.params, g1.params), ("D", d0.params, d1.params)):
+    flat_b = traverse_util.flatten_dict(b)
+    for path, value in traverse_util.flatten_dict(a).items():
+      diff = float(np.max(np.abs(np.asarray(value) - np.asarray(flat_b[path]))))
+      assert diff <= (2 * 2e-4 if bias_before_instance_norm(name, path, config) else 1e-5), path
+
+  # A nodata block, with garbage under it in the true NIR.
+  holed = {**all_valid, "valid": all_valid["valid"].copy(), "nir": batch["nir"].copy()}
+  holed["valid"][:, :, IMAGE // 2:] = 0.0
+  holed["nir"][:, :, IMAGE // 2:] = 5.0
+  _, _, h2 = _run(config, jax.devices(), 1, holed)
+  assert h2[0]["nonfinite"] == 0.0 and all(np.isfinite(v) for v in h2[0].values())
+  assert h2[0]["g_l1"] < 1.0  # the garbage (5.0) is not counted
+
+
 def test_nonfinite_loss_leaves_the_states_unchanged():
   config = tiny_config("multiply")
   config.model.conv_impl = "xla"
@@ -136,6 +163,16 @@ def test_eval_step_returns_per_example_metrics():
   assert pred.shape == (8, IMAGE, IMAGE, 1)
   assert metrics["l1"].shape == (8,)
   assert jnp.all(jnp.isfinite(metrics["psnr"]))
+
+  batch = _batch()
+  batch["valid"] = np.ones(batch["nir"].shape, np.float32)
+  batch["valid"][:4, :, :10] = 0.0
+  pred, masked = eval_step(g.params, s, mesh_lib.shard_batch(mesh, batch))
+  expected = metrics_lib.image_metrics(batch["rgb"], pred, batch["nir"], 5,
+                                       valid=batch["valid"])
+  for key, value in expected.items():
+    np.testing.assert_allclose(np.asarray(masked[key]), np.asarray(value), rtol=1e-5, err_msg=key)
+  assert not np.allclose(np.asarray(masked["l1"][:4]), np.asarray(metrics["l1"][:4]))
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp", "cnn"])

@@ -69,6 +69,38 @@ def test_nirgan_checkpoint_converts_to_identical_outputs(nirgan_ckpt, tmp_path):
                              atol=1e-4)
 
 
+def test_bgr_checkpoint_imports_as_a_model_that_takes_rgb(nirgan_ckpt, tmp_path):
+  path, module = nirgan_ckpt
+  out_dir = tmp_path / "model"
+  assert import_torch.main(["nirgan", str(path), "--out", str(out_dir), "--input_order",
+                            "bgr"]) == 0
+  params, config = model_io.load_model_dir(out_dir)
+  assert config.source.input_order == "bgr" and config.source.checkpoint == path.name
+  config.model.conv_impl = "xla"
+
+  rgb = np.random.default_rng(1).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+  bgr = np.ascontiguousarray(rgb[..., ::-1])
+  with torch.no_grad():
+    embed = module.satclip_model.encoder_model(torch.from_numpy(LONLAT[:2]))
+    torch_nir = module.netG(torch.from_numpy(bgr).permute(0, 3, 1, 2), embed)
+  nir = jax.jit(models.build_generator(config).apply)(
+      {"params": params["generator"]}, rgb, embed.numpy())
+  np.testing.assert_allclose(np.asarray(nir), torch_nir.permute(0, 2, 3, 1).numpy(), atol=1e-4)
+
+  nir = np.asarray(nir)
+  with torch.no_grad():
+    torch_logits = module.netD(torch.from_numpy(np.concatenate([bgr, nir], -1)).permute(0, 3, 1, 2))
+  logits = jax.jit(models.build_discriminator(config).apply)(
+      {"params": params["discriminator"]}, np.concatenate([rgb, nir], -1))
+  np.testing.assert_allclose(np.asarray(logits), torch_logits.permute(0, 2, 3, 1).numpy(),
+                             atol=1e-4)
+
+  _, rgb_config = import_torch.import_nirgan(path)
+  assert rgb_config.source.input_order == "rgb"
+  with pytest.raises(import_torch.CheckpointError, match="input order"):
+    import_torch.import_nirgan(path, input_order="grb")
+
+
 def test_generator_mapping_uses_the_original_sequential_indices():
   config = import_torch.nirgan_config_from_state_dict(
       {"netG.model.1.weight": np.zeros((64, 3, 7, 7))}, "multiply", "analytic")

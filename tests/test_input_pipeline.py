@@ -1,4 +1,9 @@
-"""Grain pipeline over real ArrayRecord datasets built by data_prep (demo and S2-100K)."""
+"""Grain pipeline over real ArrayRecord datasets built by data_prep (the demo, S2-100K and
+every source of configs/multiscale.py from its raw-layout fixture)."""
+
+import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,10 +12,16 @@ from absl import flags
 
 from data_prep import build
 from nirgan_jax.data import pipeline as ip
+from nirgan_jax.data import transforms
+from nirgan_jax.data.gsd_shares import GsdShares
 
-from conftest import TEST_DATA
+import data_fixtures
+from conftest import TEST_DATA, load_config
 
 IMAGE = 32
+# configs/multiscale.py shrunk by this factor (image_size 256 -> 32 and each source's default
+# patch size likewise), keeping every ratio of patch to example.
+SCALE = 8
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +66,8 @@ def test_batches_have_the_contract_shapes(demo_dirs):
   assert batch["rgb"].shape == (8, IMAGE, IMAGE, 3) and batch["rgb"].dtype == np.float32
   assert batch["nir"].shape == (8, IMAGE, IMAGE, 1)
   assert batch["lonlat"].shape == (8, 2) and batch["sensor_id"].dtype == np.int32
+  assert batch["valid"].shape == (8, IMAGE, IMAGE, 1) and batch["valid"].dtype == np.float32
+  assert batch["source_index"].dtype == np.int32 and set(batch["source_index"]) <= {0, 1}
   assert batch["rgb"].min() >= 0.0 and batch["nir"].max() <= 1.0
   assert not np.isnan(batch["rgb"]).any()
 
@@ -73,14 +86,14 @@ def test_same_seed_same_batches_with_and_without_workers(demo_dirs):
 
 
 def test_restored_state_reproduces_the_following_batches(demo_dirs):
-  dataset = ip.train_dataset(_specs(demo_dirs, derived_gsd_m=(20.0, 40.0), prob_native=0.3),
+  dataset = ip.train_dataset(_specs(demo_dirs, derived_gsd_m=(15.0, 20.0), prob_native=0.3),
                              IMAGE, global_batch_size=4, seed=5)
   iterator = ip.make_iterator(dataset)
   _batches(iterator, 5)
   state = iterator.get_state()
   expected = _batches(iterator, 4)
   fresh = ip.make_iterator(ip.train_dataset(
-      _specs(demo_dirs, derived_gsd_m=(20.0, 40.0), prob_native=0.3), IMAGE,
+      _specs(demo_dirs, derived_gsd_m=(15.0, 20.0), prob_native=0.3), IMAGE,
       global_batch_size=4, seed=5))
   fresh.set_state(state)
   for a, b in zip(expected, _batches(fresh, 4), strict=True):
@@ -94,7 +107,8 @@ def test_derived_resolution_is_the_area_average_of_native_pixels():
   yy, xx = np.indices((64, 64))
   pattern = (1000 + 37 * yy + 11 * xx + 500 * ((yy + xx) % 2)).astype(np.uint16)
   element = {"rgb": np.stack([pattern, pattern + 1, pattern + 2], -1),
-             "nir": (pattern + 3)[..., None], "lon": 1.0, "lat": 2.0, "sensor": b"naip"}
+             "nir": (pattern + 3)[..., None], "valid": np.ones((64, 64, 1), np.uint8),
+             "lon": 1.0, "lat": 2.0, "sensor": b"naip"}
   transform = ip.ExampleTransform(spec, image_size=16, augment=False, multiscale=True)
   out = transform.random_map(element, np.random.default_rng(0))
   assert out["gsd_m"] == 10.0
@@ -143,6 +157,10 @@ def test_real_s2_100k_values_through_the_pipeline(tmp_path):
       np.testing.assert_allclose(out["rgb"][row, col], np.clip(bands[:3, row, col], 0, 1),
                                  rtol=1e-6)
       assert out["nir"][row, col, 0] == pytest.approx(min(bands[3, row, col], 1.0), rel=1e-6)
+    # DN 0 in any band is Sentinel-2's no-data: those pixels, and only those, are invalid.
+    with rasterio.open(TEST_DATA / "s2_100k_sample" / "images" / name) as src:
+      invalid = (src.read([4, 3, 2, 8]) == 0).any(axis=0)
+    np.testing.assert_array_equal(out["valid"][..., 0], ~invalid)
 
 
 def test_eval_pass_counts_every_example_once_across_hosts(demo_dirs):
@@ -164,15 +182,13 @@ def test_eval_pass_counts_every_example_once_across_hosts(demo_dirs):
 
 
 def test_multiscale_config_sources_parse():
-  from conftest import load_config
-
   config = load_config("multiscale")
   specs = ip.source_specs(config.data, "train")
   by_name = {s.name: s for s in specs}
   assert [by_name[n].weight for n in ("landsat8/rgbn_toa", "s2_100k/default", "worldstrat/hr",
                                       "sen2naip/hr")] == [20_000, 75_000, 15_000, 35_000]
   assert all(s.split == "train" and not s.data_dir.startswith("~") for s in specs)
-  assert by_name["sen2naip/hr"].derived_gsd_m == (5.0, 10.0, 30.0)
+  assert by_name["sen2naip/hr"].derived_gsd_m == (5.0,)
   with pytest.raises(ValueError, match="unknown source keys"):
     ip.SourceSpec.from_config({"name": "x", "data_dir": "", "weigth": 1.0})
 
@@ -218,3 +234,187 @@ def test_resume_with_changed_weights_fails_clearly(demo_dirs):
     ip.check_resumable(saved, ip.pipeline_fingerprint(changed, IMAGE, 8, 0))
   with pytest.raises(ValueError, match="global_batch_size"):
     ip.check_resumable(saved, ip.pipeline_fingerprint(specs, IMAGE, 16, 0))
+
+
+# --------------------------------------------------------------------------- real pixels only
+
+
+def _raw_fixture(dataset: str, root: Path, patch_size: int) -> Path:
+  """A raw archive of ``dataset`` in its real layout, each raster or sample 6 x 6 patches of
+  ``patch_size`` px: Grain's index shuffle costs ~40 ms / records per example, so a few
+  dozen records per source keep 2,000 examples quick."""
+  size = 6 * patch_size
+  if dataset == "landsat8":
+    return data_fixtures.write_landsat_rgbn(root, size=size).root
+  if dataset == "s2_100k":
+    return data_fixtures.write_s2_100k(root, size=size).root
+  if dataset == "sen2naip":
+    return data_fixtures.write_sen2naip_taco(root, lr_size=size // 4).root
+  return data_fixtures.write_worldstrat(root, hr_size=size).root
+
+
+@pytest.fixture(scope="module")
+def multiscale_sources(tmp_path_factory):
+  """Every source of configs/multiscale.py, built from its fixture with its default patch size
+  / SCALE, as specs at the configured resolutions and probabilities (all splits)."""
+  config = load_config("multiscale")
+  root = tmp_path_factory.mktemp("multiscale")
+  specs = []
+  for spec in ip.source_specs(config.data, "train"):
+    dataset, _, config_name = spec.name.partition("/")
+    default = next(c.patch_size for c in build.BUILDERS[dataset].BUILDER_CONFIGS
+                   if c.name == config_name)
+    raw = _raw_fixture(dataset, root / "raw" / dataset, default // SCALE)
+    builder, _ = build.build(dataset, root / "tfds", raw, config=config_name,
+                             patch_size=default // SCALE)
+    specs.append(dataclasses.replace(
+        spec, name=f"{dataset}/{builder.builder_config.name}", data_dir=str(root / "tfds"),
+        split="+".join(sorted(builder.info.splits))))
+  return specs, config.data.image_size // SCALE
+
+
+def test_every_configured_source_and_gsd_gives_only_real_pixels(multiscale_sources):
+  specs, image = multiscale_sources
+  dataset = ip.train_dataset(specs, image, global_batch_size=50, seed=0)
+  seen = set()
+  for b in range(20):
+    batch = dataset[b]
+    assert batch["rgb"].shape == (50, image, image, 3)
+    # The fixtures' kept patches hold no no-data, so a 0 in valid could only be filler.
+    assert batch["valid"].min() == 1.0
+    for i in range(50):
+      seen.add((int(batch["source_index"][i]), float(batch["gsd_m"][i])))
+      pixels = np.concatenate([batch["rgb"][i], batch["nir"][i]], axis=-1)
+      # Padding (reflect or edge) repeats rows or columns; real, random pixels never do.
+      assert len({row.tobytes() for row in pixels}) == image
+      assert len({col.tobytes() for col in pixels.transpose(1, 0, 2)}) == image
+  configured = {(i, g) for i, s in enumerate(specs)
+                for g in transforms.gsd_probabilities(s.native_gsd_m, s.derived_gsd_m,
+                                                      s.prob_native)}
+  assert seen == configured
+  assert len(configured) == 1 + 2 + 1 + 4  # landsat8; naip 2.5, 5; sentinel2; spot6 1.5-6 m
+
+
+def test_gsd_shares_per_source_match_the_configured_probabilities(multiscale_sources):
+  """2,000 examples of each source that draws a gsd, counted as the training log counts them
+  (the others show every example at their native gsd, as the test above sees)."""
+  specs, image = multiscale_sources
+  for spec in (s for s in specs if s.derived_gsd_m):
+    shares = GsdShares([spec.name])
+    dataset = ip.train_dataset([spec], image, global_batch_size=100, seed=1)
+    for b in range(20):
+      shares.add(dataset[b])
+    measured = shares.shares()[spec.name]
+    configured = transforms.gsd_probabilities(spec.native_gsd_m, spec.derived_gsd_m,
+                                              spec.prob_native)
+    assert set(measured) == set(configured), spec.name
+    for gsd, probability in configured.items():
+      assert measured[gsd] == pytest.approx(probability, abs=0.03), (spec.name, gsd)
+  assert set(shares.scalars()) == {f"gsd_share/{specs[-1].name}/{g}m" for g in
+                                   ("1.5", "2.5", "5", "6")}
+
+
+def test_a_gsd_the_stored_patches_cannot_fill_is_refused_at_start(multiscale_sources):
+  specs, image = multiscale_sources
+  naip = next(i for i, s in enumerate(specs) if s.name.startswith("sen2naip/"))
+  too_coarse = list(specs)
+  too_coarse[naip] = dataclasses.replace(specs[naip], derived_gsd_m=(5.0, 10.0))
+  with pytest.raises(ip.UnfillableResolutionError,
+                     match=r"^source 'sen2naip/hr_p64': 10 m at image_size 32 needs 128 px "
+                           r"patches of 2.5 m, but it is built with 64 px; drop 10 m .* "
+                           r"--patch_size 128$"):
+    ip.train_dataset(too_coarse, image, global_batch_size=8, seed=0)
+  landsat = next(s for s in specs if s.name.startswith("landsat8/"))
+  with pytest.raises(ip.UnfillableResolutionError,
+                     match=r"^source 'landsat8/rgbn_toa_p32': 30 m at image_size 64 needs 64 px"):
+    ip.eval_dataset([landsat], 64)
+  with pytest.raises(ip.UnfillableResolutionError, match="needs a fixed native_gsd_m"):
+    ip.train_dataset([dataclasses.replace(landsat, native_gsd_m=0.0, derived_gsd_m=(60.0,))],
+                     image, global_batch_size=8, seed=0)
+
+
+def test_a_build_of_an_older_data_contract_is_refused_with_the_rebuild_command(tmp_path):
+  """An old build (no validity mask) is refused: found as an older version beside a missing
+  current one (registered configs), or read from its files (other config names)."""
+  import json
+
+  builder, _ = build.build("nirgan_demo", tmp_path, config="small")
+  shutil.move(builder.data_dir, Path(builder.data_dir).with_name("1.0.0"))
+  with pytest.raises(ip.MissingDataError, match=r"only builds of an older data contract "
+                                                r"\(1.0.0; this code reads 1.1.0\).*"
+                                                r"python -m data_prep.build nirgan_demo"):
+    ip.open_source(ip.SourceSpec(name="nirgan_demo/small", data_dir=str(tmp_path)))
+
+  builder, _ = build.build("nirgan_demo", tmp_path, config="small", extra={"num_examples": 5})
+  old = Path(builder.data_dir).with_name("1.0.0")
+  shutil.move(builder.data_dir, old)
+  features = json.loads((old / "features.json").read_text())
+  del features["featuresDict"]["features"]["valid"]
+  (old / "features.json").write_text(json.dumps(features))
+  info = (old / "dataset_info.json").read_text().replace('"version": "1.1.0"', '"version": "1.0.0"')
+  (old / "dataset_info.json").write_text(info)
+  name = f"nirgan_demo/{builder.builder_config.name}"
+  with pytest.raises(ip.MissingDataError, match=r"is a build of data contract 1.0.0 without the "
+                                                r"per-pixel validity mask.*Rebuild it with"):
+    ip.open_source(ip.SourceSpec(name=name, data_dir=str(tmp_path)))
+
+
+# --------------------------------------------------------------------------- no-data
+
+
+@pytest.fixture(scope="module")
+def holes(tmp_path_factory):
+  """A built 32 px Landsat patch with a NaN block and a nodata pixel, and its spec."""
+  root = tmp_path_factory.mktemp("holes")
+  fixture = data_fixtures.write_landsat_with_holes(root / "raw")
+  builder, _ = build.build("landsat8", root / "tfds", fixture.root, patch_size=32)
+  spec = ip.SourceSpec(name=f"landsat8/{builder.builder_config.name}", data_dir=str(root / "tfds"),
+                       split="+".join(sorted(builder.info.splits)), native_gsd_m=30.0)
+  return fixture, spec
+
+
+def _covered(start: float, factor: float, count: int) -> list[range]:
+  """Native pixels under each of ``count`` coarse pixels from native coordinate ``start``."""
+  return [range(int(np.floor(start + i * factor)), int(np.ceil(start + (i + 1) * factor)))
+          for i in range(count)]
+
+
+@pytest.mark.parametrize("gsd,window_top", [(30.0, 8), (60.0, 0), (45.0, 4)])
+def test_valid_is_zero_exactly_over_nodata_at_every_resolution(holes, gsd, window_top):
+  """Native (centre 16 of 32 px), 2x (the whole patch) and 1.5x (the centre 24 px): a coarse
+  pixel is invalid iff a native pixel under it is."""
+  fixture, spec = holes
+  element = ip.open_source(spec)[0]
+  native_valid = ~fixture.invalid
+  factor = gsd / 30.0
+  transform = ip.ExampleTransform(dataclasses.replace(spec, derived_gsd_m=(gsd,), prob_native=0.0),
+                                  16, augment=False, multiscale=gsd > 30.0)
+  out = transform.random_map(element, np.random.default_rng(0))
+  assert out["gsd_m"] == gsd
+  rows = _covered(window_top, factor, 16)
+  expected = np.array([[native_valid[np.ix_(r, c)].all() for c in rows] for r in rows])
+  np.testing.assert_array_equal(out["valid"][..., 0], expected)
+  assert 0 < (out["valid"] == 0).sum() < 16 * 16
+  for key in ("rgb", "nir"):
+    assert np.isfinite(out[key]).all()
+  # A valid coarse pixel is the area mean of its native pixels, as without no-data.
+  stored = np.concatenate([element["rgb"], element["nir"]], -1).astype(np.float64) / 10000
+  end = window_top + round(16 * factor)
+  plain = transforms.area_resample(stored[window_top:end, window_top:end], factor)
+  np.testing.assert_allclose(out["rgb"][expected], plain[..., :3][expected], rtol=1e-5)
+  np.testing.assert_allclose(out["nir"][expected], plain[..., 3:][expected], rtol=1e-5)
+
+
+def test_training_batches_carry_the_nodata_mask(holes):
+  _, spec = holes
+  spec = dataclasses.replace(spec, derived_gsd_m=(60.0,), prob_native=0.5)
+  invalid = 0
+  for b in range(4):
+    batch = ip.train_dataset([spec], 16, global_batch_size=8, seed=2)[b]
+    assert set(np.unique(batch["valid"])) <= {0.0, 1.0}
+    assert np.isfinite(batch["rgb"]).all() and np.isfinite(batch["nir"]).all()
+    invalid += int((batch["valid"] == 0).sum())
+  assert invalid > 0
+  eval_batch = next(ip.eval_batches(ip.eval_dataset([spec], 16), 4))
+  assert eval_batch["valid"].shape == (4, 16, 16, 1)
+  np.testing.assert_array_equal(eval_batch["valid"][eval_batch["mask"] == 0], 0)

@@ -12,8 +12,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from nirgan_jax import models
+from nirgan_jax.infer import geotiff, model_io, predict, products, tiling
 from nirgan_jax.infer import model as inference
-from nirgan_jax.infer import model_io, predict, products, tiling
 from nirgan_jax.models import config as model_config
 
 from conftest import REPO, TEST_DATA, rbg_key, tiny_config
@@ -162,6 +162,28 @@ def test_ndvi_output_and_histogram_matching(tmp_path, satclip_model):
     red = data[0] / 10_000.0
     nir = p.read(1)
     np.testing.assert_allclose(out.read(1), (nir - red) / (nir + red), rtol=1e-4, atol=1e-5)
+
+
+def test_ndvi_product_is_defined_on_black_pixels_and_nan_only_on_nodata(tmp_path):
+  rgb = landscape(40, 50, seed=4)
+  rgb[:, 5:10, 5:10] = 0  # black: N + R = 0 where the NIR is 0 too
+  write_geotiff(tmp_path / "in.tif", rgb, CRS, TRANSFORM)
+  nir = np.full((1, 40, 50), 0.3, np.float32)
+  nir[:, 5:10, 5:10] = 0.0
+  nir[:, 20:25] = np.nan  # nodata
+  write_geotiff(tmp_path / "nir.tif", nir, CRS, TRANSFORM, nodata=np.nan)
+  with rasterio.open(tmp_path / "in.tif") as src:
+    products.write_product(geotiff.GeoTiffSource(src), tmp_path / "nir.tif",
+                           tmp_path / "ndvi.tif", "ndvi")
+  with rasterio.open(tmp_path / "ndvi.tif") as out:
+    ndvi = out.read(1)
+  np.testing.assert_array_equal(np.isnan(ndvi), np.isnan(nir[0]))
+  assert (ndvi[5:10, 5:10] == 0).all()
+  red = rgb[0] / 10_000.0
+  expected = (0.3 - red) / (0.3 + red)
+  rest = ~np.isnan(nir[0])
+  rest[5:10, 5:10] = False
+  np.testing.assert_allclose(ndvi[rest], expected[rest], rtol=1e-5)
 
 
 def test_unreferenced_raster_needs_lonlat(tmp_path, satclip_model, capsys):

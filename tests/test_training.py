@@ -260,17 +260,34 @@ def test_nonfinite_batch_is_skipped_and_never_saved(demo_data, tmp_path, monkeyp
   monkeypatch.setattr(mesh_lib, "shard_batch", poison_second_training_batch)
   workdir = tmp_path / "skip"
   loop.train_and_evaluate(tiny(demo_data, steps=2, image_every=0), str(workdir))
-  assert "non-finite loss at step 2" in caplog.text and "g_l1" in caplog.text
+  assert "non-finite loss in 1 step(s) of [2, 2] (steps 2)" in caplog.text
+  assert "g_l1" in caplog.text
   assert _scalars(workdir, "train/nonfinite") == {1: 0.0, 2: 1.0}
   saved, _, _ = checkpointing.restore_weights(workdir, "latest")
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(saved))
 
   calls.clear()
   halted = tmp_path / "halt"
-  with pytest.raises(loop.NonFiniteLossError, match="at step 2: .*g_l1"):
+  with pytest.raises(loop.NonFiniteLossError, match=r"\(steps 2\): .*g_l1"):
     loop.train_and_evaluate(tiny(demo_data, steps=2, image_every=0, on_nonfinite="halt"),
                                 str(halted))
   assert not (halted / "checkpoints").exists() or _steps(halted) == []
+
+
+def test_no_step_waits_for_the_host(demo_data, tmp_path, monkeypatch):
+  """The training loop runs with implicit transfers disallowed: the only device-host traffic
+  is what it names (sharding batches, and the host work of log, eval and checkpoint steps),
+  so an implicit sync (e.g. float() of a step's metric) cannot come back unnoticed."""
+  train_loop = loop.train_loop
+
+  def guarded(*args, **kwargs):
+    with jax.transfer_guard("disallow"):
+      return train_loop(*args, **kwargs)
+
+  monkeypatch.setattr(loop, "train_loop", guarded)
+  config = tiny(demo_data, steps=6, log_every=3, image_every=3)
+  metrics = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(metrics["val_l1"]) and _steps(tmp_path / "run") == [2, 4, 6]
 
 
 def test_config_errors_fail_before_compiling(demo_data, tmp_path):

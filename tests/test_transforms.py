@@ -45,11 +45,48 @@ def test_area_resample_refuses_upsampling():
     transforms.area_resample(np.zeros((4, 4, 1)), 0.5)
 
 
-def test_crop_or_pad_reflects_small_images():
-  image = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
-  out = transforms.crop_or_pad(image, 6, 0, 0)
-  assert out.shape == (6, 6, 1)
-  np.testing.assert_array_equal(out[1:4, 1:5, 0], image[..., 0])  # centred, reflected around
+def test_crop_refuses_to_pad():
+  image = np.arange(48, dtype=np.float32).reshape(6, 8, 1)
+  np.testing.assert_array_equal(transforms.crop(image, 4, 2, 3), image[2:6, 3:7])
+  for top, left in ((3, 0), (0, 5), (-1, 0)):
+    with pytest.raises(ValueError, match="leaves the 6x8 image"):
+      transforms.crop(image, 4, top, left)
+
+
+def test_native_window_is_exact_for_float_ratios():
+  assert transforms.native_window(256, 0.3 / 0.1) == 768  # 2.9999999999999996
+  assert transforms.native_window(256, 2.5 / 1.5) == 427
+  assert transforms.native_window(32, 6.0 / 1.5) == 128
+
+
+def test_coarse_pixels_are_valid_only_where_all_their_native_pixels_are():
+  rng = np.random.default_rng(1)
+  image = rng.uniform(0.1, 0.9, (8, 8, 2)).astype(np.float32)
+  valid = np.ones((8, 8), np.float32)
+  valid[1, 2] = 0  # one of the 4 pixels of coarse (0, 1)
+  valid[6:8, 6:8] = 0  # all of coarse (3, 3)
+  values, coarse_valid = transforms.area_resample_valid(np.where(valid[..., None] > 0, image, 0),
+                                                        valid[..., None], 2)
+  np.testing.assert_array_equal(coarse_valid[..., 0], valid.reshape(4, 2, 4, 2).all(axis=(1, 3)))
+  block_means = image.reshape(4, 2, 4, 2, 2).mean(axis=(1, 3))
+  keep = coarse_valid[..., 0] > 0
+  np.testing.assert_allclose(values[keep], block_means[keep], rtol=1e-6)
+  # The partly valid pixel is the mean of its valid native pixels, the empty one 0: finite.
+  np.testing.assert_allclose(values[0, 1], image[0:2, 2:4][valid[0:2, 2:4] > 0].mean(axis=0),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(values[3, 3], 0)
+  assert np.isfinite(values).all()
+
+
+def test_a_native_pixel_partly_under_a_coarse_one_invalidates_it():
+  """10 -> 3 px (factor 10/3): native column 3 lies a third under coarse column 0 and two
+  thirds under coarse column 1, so both are invalid; coarse column 2 is not."""
+  valid = np.ones((10, 10, 1), np.float32)
+  valid[:, 3] = 0
+  values, coarse_valid = transforms.area_resample_valid(np.ones((10, 10, 1), np.float32), valid,
+                                                        10 / 3)
+  np.testing.assert_array_equal(coarse_valid[..., 0], [[0, 0, 1]] * 3)
+  np.testing.assert_allclose(values, 1.0, rtol=1e-6)  # means over the valid pixels only
 
 
 def test_dihedral_group_and_reflectance():
@@ -68,4 +105,7 @@ def test_choose_gsd_respects_prob_native():
   share_native = picks.count(2.5) / len(picks)
   assert share_native == pytest.approx(0.25, abs=0.03)
   assert set(picks) == {2.5, 5.0, 10.0}
+  assert transforms.gsd_probabilities(2.5, (5.0, 10.0), 0.25) == {2.5: 0.25, 5.0: 0.375,
+                                                                  10.0: 0.375}
   assert transforms.choose_gsd(rng, 30.0, (10.0,), 0.0) == 30.0  # never finer than native
+  assert transforms.gsd_probabilities(30.0, (10.0,), 0.0) == {30.0: 1.0}

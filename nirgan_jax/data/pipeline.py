@@ -19,6 +19,11 @@ exactly. The mixture is a deterministic function of the weights, so a run must
 resume with the weights it started with: ``pipeline_fingerprint`` is saved with a
 checkpoint and ``check_resumable`` refuses a changed one, naming what changed.
 
+Every pixel of an example is real: an example shown at a coarser resolution is cut
+from enough native pixels to fill ``image_size``, and a source whose stored patches are
+too small for a configured resolution is refused at start (``check_fillable``). Pixels
+that are no-data in the source are marked 0 in ``valid``, at every resolution.
+
 Evaluation: one pass in order, no augmentation, centre crop at native resolution
 (unless configured), the last batch padded and masked so every example counts once.
 """
@@ -30,6 +35,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grain
@@ -45,7 +51,11 @@ from nirgan_jax.errors import NirganError
 
 
 class MissingDataError(NirganError, FileNotFoundError):
-  """A configured source has no built dataset."""
+  """A configured source has no built dataset (or only one of an older data contract)."""
+
+
+class UnfillableResolutionError(NirganError, ValueError):
+  """A configured resolution needs more native pixels than the stored patches have."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +80,35 @@ class SourceSpec:
     return cls(**cfg)
 
 
+IN_MEMORY_PREFIX = "memory:"
+_in_memory_sources: dict[str, InMemorySource] = {}
+
+
+class InMemorySource:
+  """Examples in the data contract's stored form (uint16 ``rgb``/``nir``, uint8 ``valid``,
+  ``lon``, ``lat``, ``gsd_m``, ``sensor``, ...) held in memory: a source that needs no TFDS
+  or TensorFlow, for benchmarks and accelerator hosts without them. Every split is the same
+  examples. Configure it as ``name: "memory:<name>"`` after ``register``."""
+
+  def __init__(self, examples: Sequence[dict[str, Any]]):
+    self.examples = list(examples)
+
+  def __len__(self) -> int:
+    return len(self.examples)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self.examples[index]
+
+  @property
+  def patch_size(self) -> int:
+    return int(self.examples[0]["rgb"].shape[0])
+
+  def register(self, name: str) -> str:
+    """Makes this source ``open_source``'s answer to ``memory:<name>``; returns that."""
+    _in_memory_sources[name] = self
+    return IN_MEMORY_PREFIX + name
+
+
 def source_specs(data_cfg: ml_collections.ConfigDict, split: str) -> list[SourceSpec]:
   """``config.data.sources`` (short name -> source) as specs for ``split``, in name order,
   rooted at ``config.data.data_dir``."""
@@ -79,20 +118,88 @@ def source_specs(data_cfg: ml_collections.ConfigDict, split: str) -> list[Source
 
 
 def open_source(spec: SourceSpec):
-  """The TFDS data source of ``spec``, or a clear error naming the command that builds it."""
+  """The TFDS data source of ``spec`` (or its registered ``InMemorySource``), or a clear
+  error naming the command that builds it."""
+  if spec.name.startswith(IN_MEMORY_PREFIX):
+    name = spec.name.removeprefix(IN_MEMORY_PREFIX)
+    if name not in _in_memory_sources:
+      raise MissingDataError(f"source {spec.name!r}: no in-memory source of that name is "
+                             "registered (InMemorySource.register)")
+    return _in_memory_sources[name]
   import tensorflow_datasets as tfds
 
   try:
-    return tfds.data_source(spec.name, split=spec.split, data_dir=spec.data_dir,
-                            download=False)
+    source = tfds.data_source(spec.name, split=spec.split, data_dir=spec.data_dir,
+                              download=False)
   except (KeyError, ValueError, AssertionError, FileNotFoundError,
           tfds.core.registered.DatasetNotFoundError) as e:
-    dataset, _, config = spec.name.partition("/")
+    older = _older_builds(spec)
+    problem = (f"has only builds of an older data contract ({', '.join(older)}; this code reads "
+               f"{contract.VERSION})" if older else f"is not built ({e})")
+    raise MissingDataError(f"source {spec.name!r} split {spec.split!r} {problem} in "
+                           f"{spec.data_dir}. Build it with: {build_command(spec)}") from e
+  if contract.VALID not in source.dataset_info.features:
     raise MissingDataError(
-        f"source {spec.name!r} split {spec.split!r} is not built in {spec.data_dir} ({e}). "
-        f"Build it with: python -m data_prep.build {dataset} "
-        f"{'--config ' + config + ' ' if config else ''}--manual_dir RAW "
-        f"--data_dir {spec.data_dir}") from e
+        f"source {spec.name!r} in {spec.data_dir} is a build of data contract "
+        f"{source.dataset_info.version} without the per-pixel validity mask; this code reads "
+        f"{contract.VERSION}. Rebuild it with: {build_command(spec)}")
+  return source
+
+
+def build_command(spec: SourceSpec) -> str:
+  dataset, _, config = spec.name.partition("/")
+  return (f"python -m data_prep.build {dataset} {'--config ' + config + ' ' if config else ''}"
+          f"--manual_dir RAW --data_dir {spec.data_dir}")
+
+
+def _older_builds(spec: SourceSpec) -> list[str]:
+  """Versions of ``spec``'s dataset present in its data_dir other than the current one."""
+  folder = Path(spec.data_dir, *spec.name.split("/"))
+  if not folder.is_dir():
+    return []
+  return sorted(p.parent.name for p in folder.glob("*/dataset_info.json")
+                if p.parent.name != contract.VERSION)
+
+
+def stored_patch_size(source) -> int:
+  """Side in native pixels of the patches of an opened ``source``."""
+  if isinstance(source, InMemorySource):
+    return source.patch_size
+  return int(source.dataset_info.features["rgb"].shape[0])
+
+
+def check_fillable(spec: SourceSpec, patch_size: int, image_size: int,
+                   multiscale: bool = True) -> None:
+  """Refuses a resolution of ``spec`` whose ``image_size`` px examples need more native
+  pixels than its ``patch_size`` px patches hold (they would have to be padded)."""
+  native = spec.native_gsd_m
+  if not native:  # each example's own gsd: only that one can be shown
+    if spec.derived_gsd_m and multiscale:
+      raise UnfillableResolutionError(
+          f"source {spec.name!r}: derived_gsd_m {list(spec.derived_gsd_m)} needs a fixed "
+          f"native_gsd_m (0 takes each example's own gsd_m)")
+    gsds = [0.0]
+  elif multiscale:
+    gsds = list(transforms.gsd_probabilities(native, spec.derived_gsd_m, spec.prob_native))
+  else:
+    gsds = [native]
+  for gsd in gsds:
+    needed = transforms.native_window(image_size, gsd / native) if native else image_size
+    if needed > patch_size:
+      raise UnfillableResolutionError(unfillable_message(spec, gsd, image_size, needed,
+                                                         patch_size))
+
+
+def unfillable_message(spec: SourceSpec, gsd: float, image_size: int, needed: int,
+                       patch_size: int) -> str:
+  native = spec.native_gsd_m
+  derived = bool(native) and gsd != native
+  resolution = f"{gsd:g} m" if gsd else "its native gsd"
+  of_native = f" of {native:g} m" if derived else ""
+  fix = f"drop {gsd:g} m from its derived_gsd_m, " if derived else ""
+  return (f"source {spec.name!r}: {resolution} at image_size {image_size} needs {needed} px "
+          f"patches{of_native}, but it is built with {patch_size} px; {fix}lower "
+          f"data.image_size, or rebuild it with --patch_size {needed}")
 
 
 class ExampleTransform(grain.transforms.RandomMap):
@@ -100,16 +207,18 @@ class ExampleTransform(grain.transforms.RandomMap):
 
   The resolution is chosen first; a window of ``ceil(image_size * factor)`` native
   pixels is cut and area-averaged by ``factor`` (cheaper than resampling the whole
-  patch, and still the exact mean of the native pixels), then fitted to
-  ``image_size`` (reflect padding if the derived patch is smaller).
+  patch, and still the exact mean of the native pixels), then cropped to ``image_size``.
+  The validity mask goes the same way: a coarse pixel is valid only where all its native
+  pixels are (``transforms.area_resample_valid``).
   """
 
   def __init__(self, spec: SourceSpec, image_size: int, augment: bool,
-               multiscale: bool | None = None):
+               multiscale: bool | None = None, source_index: int = 0):
     self.spec = spec
     self.image_size = image_size
     self.augment = augment  # random crop, flips and quarter turns (else centre crop)
     self.multiscale = augment if multiscale is None else multiscale  # random resolution
+    self.source_index = source_index  # position of ``spec`` among the pipeline's sources
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     spec, size = self.spec, self.image_size
@@ -119,30 +228,36 @@ class ExampleTransform(grain.transforms.RandomMap):
     factor = gsd / native
     image = np.concatenate([element["rgb"], element["nir"]], axis=-1)
     height, width = image.shape[:2]
-    window = min(math.ceil(size * factor), height), min(math.ceil(size * factor), width)
+    window = transforms.native_window(size, factor)
+    if window > min(height, width):
+      raise UnfillableResolutionError(unfillable_message(spec, gsd, size, window,
+                                                         min(height, width)))
     if self.augment:
-      top = int(rng.integers(0, height - window[0] + 1))
-      left = int(rng.integers(0, width - window[1] + 1))
+      top = int(rng.integers(0, height - window + 1))
+      left = int(rng.integers(0, width - window + 1))
     else:
-      top, left = (height - window[0]) // 2, (width - window[1]) // 2
-    image = transforms.to_reflectance(image[top:top + window[0], left:left + window[1]])
+      top, left = (height - window) // 2, (width - window) // 2
+    image = transforms.to_reflectance(image[top:top + window, left:left + window])
+    valid = element[contract.VALID][top:top + window, left:left + window].astype(np.float32)
     if factor > 1:
-      image = transforms.area_resample(image, factor)
+      image, valid = transforms.area_resample_valid(image, valid, factor)
     h, w = image.shape[:2]
     if self.augment:
       top, left = transforms.random_crop_offsets(rng, h, w, size)
     else:
-      top, left = max(0, h - size) // 2, max(0, w - size) // 2
-    image = transforms.crop_or_pad(image, size, top, left)
+      top, left = (h - size) // 2, (w - size) // 2
+    image = transforms.crop(np.concatenate([image, valid], axis=-1), size, top, left)
     if self.augment:
       image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
     image = np.ascontiguousarray(image, np.float32)
     return {
         "rgb": image[..., :3],
-        "nir": image[..., 3:],
+        "nir": image[..., 3:4],
+        contract.VALID: image[..., 4:],
         "lonlat": np.array([element["lon"], element["lat"]], np.float32),
         "gsd_m": np.float32(gsd),
         "sensor_id": np.int32(contract.sensor_id(_text(element["sensor"]))),
+        "source_index": np.int32(self.source_index),
     }
 
 
@@ -151,10 +266,15 @@ def _text(value) -> str:
 
 
 def source_dataset(spec: SourceSpec, image_size: int, seed: int, process_index: int,
-                   process_count: int, augment: bool = True) -> grain.MapDataset:
-  """One source, shuffled, repeated and sliced for this process (training order)."""
-  dataset = grain.MapDataset.source(open_source(spec)).shuffle(seed=seed).repeat()
-  dataset = dataset.random_map(ExampleTransform(spec, image_size, augment), seed=seed)
+                   process_count: int, augment: bool = True,
+                   source_index: int = 0) -> grain.MapDataset:
+  """One source, shuffled, repeated and sliced for this process (training order); refuses
+  a configured resolution its stored patches cannot fill."""
+  source = open_source(spec)
+  check_fillable(spec, stored_patch_size(source), image_size, multiscale=augment)
+  dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
+  dataset = dataset.random_map(
+      ExampleTransform(spec, image_size, augment, source_index=source_index), seed=seed)
   return dataset[process_index::process_count]
 
 
@@ -162,11 +282,13 @@ def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_siz
                   seed: int, process_index: int = 0, process_count: int = 1,
                   augment: bool = True) -> grain.MapDataset:
   """Mixed, batched training dataset of this process: ``global_batch_size / process_count``
-  rows per batch. Each source gets its own seed offset so they shuffle independently."""
+  rows per batch. Each source gets its own seed offset so they shuffle independently; each
+  row's ``source_index`` is its source's position in ``specs``."""
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} does not divide over "
                      f"{process_count} processes")
-  datasets = [source_dataset(spec, image_size, seed + i, process_index, process_count, augment)
+  datasets = [source_dataset(spec, image_size, seed + i, process_index, process_count, augment,
+                             source_index=i)
               for i, spec in enumerate(specs)]
   weights = [spec.weight for spec in specs]
   if any(w <= 0 for w in weights):
@@ -192,14 +314,41 @@ def make_iterator(dataset: grain.MapDataset, read_threads: int = 8, prefetch_buf
 
 def eval_dataset(specs: Sequence[SourceSpec], image_size: int) -> grain.MapDataset:
   """Every example of every source once, in order, centre-cropped at native resolution."""
-  datasets = [grain.MapDataset.source(open_source(spec)).random_map(
-      ExampleTransform(spec, image_size, augment=False), seed=0) for spec in specs]
+  datasets = []
+  for i, spec in enumerate(specs):
+    source = open_source(spec)
+    check_fillable(spec, stored_patch_size(source), image_size, multiscale=False)
+    datasets.append(grain.MapDataset.source(source).random_map(
+        ExampleTransform(spec, image_size, augment=False, source_index=i), seed=0))
   return datasets[0] if len(datasets) == 1 else grain.MapDataset.concatenate(datasets)
 
 
+class PaddedEvalShard:
+  """The examples of one process's share of an evaluation pass (round-robin), padded at the
+  end with masked zero rows up to a whole number of batches; a random-access source, so it
+  reads through Grain like the training data."""
+
+  def __init__(self, dataset: grain.MapDataset, process_index: int, process_count: int,
+               local_batch: int):
+    self.examples = dataset[process_index::process_count]
+    self.template = dataset[0]  # the shape of a padding row
+    per_process = math.ceil(len(dataset) / process_count)  # the same on every process
+    self.length = math.ceil(per_process / local_batch) * local_batch
+
+  def __len__(self) -> int:
+    return self.length
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if index < len(self.examples):
+      return {**self.examples[index], "mask": np.float32(1.0)}
+    return {**{k: np.zeros_like(v) for k, v in self.template.items()}, "mask": np.float32(0.0)}
+
+
 def eval_batches(dataset: grain.MapDataset, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1):
-  """Yields this process's batches of one evaluation pass, each with a ``mask`` (1 = real).
+                 process_count: int = 1, read_threads: int = 8, prefetch_buffer: int = 64,
+                 workers: int = 0, per_worker_buffer: int = 2):
+  """This process's batches of one evaluation pass, each with a ``mask`` (1 = real), read
+  with the same threads and worker processes as training.
 
   Examples are dealt round-robin to processes; every process yields the same number of
   batches (padded with zero rows, mask 0), as a collective eval step needs, and every
@@ -209,18 +358,9 @@ def eval_batches(dataset: grain.MapDataset, global_batch_size: int, process_inde
     raise ValueError(f"global batch {global_batch_size} does not divide over "
                      f"{process_count} processes")
   local = global_batch_size // process_count
-  per_process = math.ceil(len(dataset) / process_count)
-  mine = list(range(process_index, len(dataset), process_count))
-  template = None
-  for start in range(0, per_process, local):
-    rows = [dataset[i] for i in mine[start:start + local]]
-    template = template or (rows[0] if rows else dataset[0])
-    mask = np.zeros(local, np.float32)
-    mask[:len(rows)] = 1.0
-    rows += [{k: np.zeros_like(v) for k, v in template.items()}] * (local - len(rows))
-    batch = {key: np.stack([row[key] for row in rows]) for key in template}
-    batch["mask"] = mask
-    yield batch
+  shard = PaddedEvalShard(dataset, process_index, process_count, local)
+  return make_iterator(grain.MapDataset.source(shard).batch(local), read_threads,
+                       prefetch_buffer, workers, per_worker_buffer)
 
 
 def pipeline_fingerprint(specs: Sequence[SourceSpec], image_size: int, global_batch_size: int,

@@ -15,6 +15,11 @@ import numpy as np
 
 from data_prep import contract
 
+# A coarse pixel is valid if its area-averaged native validity (in float64) is at least
+# 1 - this: far above float64 rounding, far below the least weight a native pixel under a
+# coarse one has (1 / window^2, over 1e-8 for any window up to 10,000 px).
+VALID_TOLERANCE = 1e-9
+
 
 def area_weights(size_in: int, size_out: int) -> np.ndarray:
   """(size_out, size_in) matrix averaging input cells over each output cell's footprint.
@@ -32,31 +37,51 @@ def area_weights(size_in: int, size_out: int) -> np.ndarray:
   return overlap / f
 
 
-def area_resample(image: np.ndarray, factor: float) -> np.ndarray:
-  """(H, W, C) -> (round(H / factor), round(W / factor), C) by area averaging, float32."""
+def area_resample(image: np.ndarray, factor: float, dtype=np.float32) -> np.ndarray:
+  """(H, W, C) -> (round(H / factor), round(W / factor), C) by area averaging, in ``dtype``."""
   if factor < 1:
     raise ValueError(f"factor must be >= 1 (coarsening), got {factor}")
   height, width = image.shape[:2]
   out_h, out_w = max(1, round(height / factor)), max(1, round(width / factor))
   if (out_h, out_w) == (height, width):
-    return image.astype(np.float32)
+    return image.astype(dtype)
   if float(factor).is_integer() and height % factor == 0 and width % factor == 0:
     f = int(factor)  # whole blocks: the same means, several times faster
-    blocks = image.astype(np.float32).reshape(out_h, f, out_w, f, image.shape[-1])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
-  rows = area_weights(height, out_h).astype(np.float32)
-  cols = area_weights(width, out_w).astype(np.float32)
-  return np.einsum("ih,hwc,jw->ijc", rows, image.astype(np.float32), cols, optimize=True)
+    blocks = image.astype(dtype).reshape(out_h, f, out_w, f, image.shape[-1])
+    return blocks.mean(axis=(1, 3), dtype=dtype)
+  rows = area_weights(height, out_h).astype(dtype)
+  cols = area_weights(width, out_w).astype(dtype)
+  return np.einsum("ih,hwc,jw->ijc", rows, image.astype(dtype), cols, optimize=True)
 
 
-def crop_or_pad(image: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
-  """A ``size`` x ``size`` window at (top, left); sides shorter than ``size`` are first
-  reflect-padded (symmetrically) up to it."""
+def area_resample_valid(image: np.ndarray, valid: np.ndarray,
+                        factor: float) -> tuple[np.ndarray, np.ndarray]:
+  """Coarsens (H, W, C) ``image`` and its (H, W, 1) 0/1 ``valid`` mask by area averaging.
+
+  A coarse pixel is valid only if every native pixel under it is (its area-averaged mask is
+  1, to float rounding). Its value is the mean over the valid native pixels under it (0
+  where there are none), so no-data never enters a mean and every value is finite.
+  """
+  if valid.all():
+    image = area_resample(image, factor)
+    return image, np.ones((*image.shape[:2], 1), np.float32)
+  cover = area_resample(valid, factor, np.float64)
+  sums = area_resample(np.where(valid > 0, image, 0.0), factor)
+  means = np.where(cover > 0, sums / np.maximum(cover, 1e-12), 0.0).astype(np.float32)
+  return means, (cover >= 1.0 - VALID_TOLERANCE).astype(np.float32)
+
+
+def native_window(size: int, factor: float) -> int:
+  """Native pixels a ``size`` px example at ``factor`` times the native gsd is cut from."""
+  return math.ceil(size * factor - 1e-6)  # 256 x (0.3 / 0.1) is 768, not 769
+
+
+def crop(image: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
+  """The ``size`` x ``size`` window at (top, left); refuses a window that leaves the image
+  (every pixel of an example is real: nothing is padded)."""
   height, width = image.shape[:2]
-  pad_h, pad_w = max(0, size - height), max(0, size - width)
-  if pad_h or pad_w:
-    image = np.pad(image, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
-                           (0, 0)), mode="reflect" if min(height, width) > 1 else "edge")
+  if not (0 <= top <= height - size and 0 <= left <= width - size):
+    raise ValueError(f"a {size} px window at ({top}, {left}) leaves the {height}x{width} image")
   return image[top:top + size, left:left + size]
 
 
@@ -81,11 +106,26 @@ def to_reflectance(stored: np.ndarray) -> np.ndarray:
   return np.clip(reflectance, 0.0, 1.0, out=reflectance)
 
 
+def coarser_gsds(native_gsd: float, derived_gsd: tuple[float, ...]) -> list[float]:
+  """The ``derived_gsd`` an example of ``native_gsd`` can be shown at (coarser ones only)."""
+  return [float(g) for g in derived_gsd if g > native_gsd and math.isfinite(g)]
+
+
 def choose_gsd(rng: np.random.Generator, native_gsd: float, derived_gsd: tuple[float, ...],
                prob_native: float) -> float:
   """The ground sampling distance to show an example at: native with ``prob_native``, else
   one of the coarser ``derived_gsd`` uniformly."""
-  coarser = [g for g in derived_gsd if g > native_gsd and math.isfinite(g)]
+  coarser = coarser_gsds(native_gsd, derived_gsd)
   if not coarser or rng.random() < prob_native:
     return native_gsd
-  return float(coarser[int(rng.integers(0, len(coarser)))])
+  return coarser[int(rng.integers(0, len(coarser)))]
+
+
+def gsd_probabilities(native_gsd: float, derived_gsd: tuple[float, ...],
+                      prob_native: float) -> dict[float, float]:
+  """The probability ``choose_gsd`` gives each ground sampling distance."""
+  coarser = coarser_gsds(native_gsd, derived_gsd)
+  if not coarser:
+    return {float(native_gsd): 1.0}
+  return {float(native_gsd): prob_native,
+          **{g: (1.0 - prob_native) / len(coarser) for g in coarser}}

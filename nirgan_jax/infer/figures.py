@@ -58,8 +58,11 @@ def _band(nir: np.ndarray) -> np.ndarray:
 
 
 def _index(name: str, rgb: np.ndarray, nir: np.ndarray) -> np.ndarray:
-  return np.asarray(indices.compute_index(name, np.asarray(rgb, np.float32), _band(nir)[..., None])
-                    )[..., 0]
+  """Index ``name`` as (H, W), NaN (not drawn) where it is not counted (EVI on clouds)."""
+  rgb = np.asarray(rgb, np.float32)
+  value = np.asarray(indices.compute_index(name, rgb, _band(nir)[..., None]))[..., 0]
+  support = indices.index_support(name, rgb)
+  return value if support is None else np.where(support[..., 0], value, np.nan)
 
 
 def panel_strip(rgb: np.ndarray, nir_true: np.ndarray, nir_pred: np.ndarray,

@@ -1,13 +1,17 @@
 """Import of the original PyTorch NIR-GAN and SatCLIP checkpoints.
 
     python -m nirgan_jax.import_torch nirgan NIRGAN.ckpt --out DIR [--inject_style multiply]
+        [--input_order rgb|bgr]
     python -m nirgan_jax.import_torch satclip SATCLIP.ckpt --out DIR
 
 Both write a model directory (``nirgan_jax.model_io``). The architecture (ngf,
 number of ResNet blocks, ndf, PatchGAN depth, SatCLIP degree and widths,
 post-correction) is read off the tensor shapes; what shapes cannot tell (the
 injection style, the harmonics convention when the checkpoint does not record it)
-comes from flags.
+comes from flags. The original's S2-100K loader fed B02, B03, B04 (blue first) as "RGB", so
+its S2-100K checkpoints expect BGR: ``--input_order bgr`` reverses the colour input channels
+of the first convolutions (G's, and D's, whose input is colour + NIR) so that the imported
+model takes RGB like every other; the choice is recorded in the config's ``source``.
 
 Checkpoints are pickles. They are opened with ``torch.load(weights_only=True)``,
 which executes no code from the file; a file that needs more is refused with the
@@ -40,6 +44,7 @@ NIRGAN_PREFIXES = ("netG.", "netD.", "satclip_model.encoder_model.")
 NIRGAN_IGNORED_PREFIXES = ("criterionGAN.",)
 SATCLIP_PREFIX = "model.location."
 SATCLIP_IGNORED_PREFIXES = ("model.visual.",)
+INPUT_ORDERS = ("rgb", "bgr")
 
 
 class CheckpointError(NirganError):
@@ -319,15 +324,44 @@ def convert_nirgan(state_dict: dict[str, np.ndarray], config: ml_collections.Con
   return params
 
 
-def import_nirgan(path: str | Path, inject_style: str = "multiply", harmonics: str | None = None
+def taking_rgb(params: dict[str, Any], input_order: str) -> dict[str, Any]:
+  """``params`` of a model trained on colour channels in ``input_order``, changed to take
+  RGB: for "bgr" the first three input channels of G's first conv and D's first conv are
+  reversed (any further input channel, D's NIR, stays)."""
+  if input_order not in INPUT_ORDERS:
+    raise CheckpointError(f"input order must be one of {INPUT_ORDERS}, got {input_order!r}")
+  if input_order == "rgb":
+    return params
+
+  def reversed_colours(layer):
+    kernel = layer["kernel"]  # (kh, kw, in, out)
+    order = [2, 1, 0, *range(3, kernel.shape[2])]
+    return {**layer, "kernel": kernel[:, :, order, :]}
+
+  out = dict(params)
+  out["generator"] = {**params["generator"],
+                      "conv_in": reversed_colours(params["generator"]["conv_in"])}
+  if "discriminator" in params:
+    out["discriminator"] = {**params["discriminator"],
+                            "conv_0": reversed_colours(params["discriminator"]["conv_0"])}
+  return out
+
+
+def import_nirgan(path: str | Path, inject_style: str = "multiply", harmonics: str | None = None,
+                  input_order: str = "rgb"
                   ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
+  """(params, config) of a NIR-GAN checkpoint; the model takes RGB whatever ``input_order``
+  (the colour order the checkpoint was trained on) is."""
   state_dict, hyper_parameters = load_torch_checkpoint(path)
   harmonics = harmonics or _recorded_harmonics(hyper_parameters) or "analytic"
   try:
     config = nirgan_config_from_state_dict(state_dict, inject_style, harmonics)
-    return convert_nirgan(state_dict, config), config
+    params = taking_rgb(convert_nirgan(state_dict, config), input_order)
   except CheckpointError as e:
     raise CheckpointError(f"{path}: {e}") from e
+  config.source = ml_collections.ConfigDict(dict(
+      format="pytorch", checkpoint=Path(path).name, input_order=input_order))
+  return params, config
 
 
 def import_satclip(path: str | Path, harmonics: str | None = None
@@ -368,6 +402,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="NIR-GAN injection style the checkpoint was trained with")
   parser.add_argument("--harmonics", choices=("analytic", "closed-form"), default=None,
                       help="SatCLIP harmonics convention (default: as recorded, else analytic)")
+  parser.add_argument("--input_order", choices=INPUT_ORDERS, default="rgb",
+                      help="colour order the NIR-GAN checkpoint was trained on: bgr for the "
+                           "original's S2-100K checkpoints; the imported model takes RGB")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   return parser.parse_args(argv)
 
@@ -378,8 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   out = Path(args.out)
   if out.exists() and not args.overwrite:
     raise errors.UsageError(f"{out}: output exists (pass --overwrite to replace it)")
+  model_io.check_output(out, args.overwrite)
   if args.kind == "nirgan":
-    params, config = import_nirgan(args.checkpoint, args.inject_style, args.harmonics)
+    params, config = import_nirgan(args.checkpoint, args.inject_style, args.harmonics,
+                                   args.input_order)
   else:
     params, config = import_satclip(args.checkpoint, args.harmonics)
   model_io.save_model_dir(out, params, config, overwrite=args.overwrite)

@@ -62,10 +62,19 @@ def match_histogram(nir_path: Path, reference: Path, band: int = 1,
     dst.write(nir, 1)
 
 
+def ndvi_product(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+  """The textbook NDVI as float32, 0 where N + R = 0 (black pixels, where it is undefined),
+  so that NaN only ever means nodata (a NaN band)."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ndvi = indices.ndvi(red, nir, eps=0)
+  return np.where(red + nir == 0, 0.0, ndvi).astype(np.float32)
+
+
 def write_product(source: geotiff.GeoTiffSource, nir_path: Path, out_path: Path,
                   product: str = "nir", dtype: str = "float32", strip_rows: int = 256) -> None:
   """Writes ``product`` of ``source`` and the NIR at ``nir_path`` (same size; NaN where the
-  input is nodata) to ``out_path``, ``strip_rows`` rows at a time. NDVI is always float32."""
+  input is nodata) to ``out_path``, ``strip_rows`` rows at a time. NDVI is always float32
+  (``ndvi_product``)."""
   if product not in PRODUCTS or dtype not in DTYPES:
     raise ValueError(f"product {product!r} / dtype {dtype!r}: expected one of {PRODUCTS} / "
                      f"{DTYPES}")
@@ -86,9 +95,7 @@ def write_product(source: geotiff.GeoTiffSource, nir_path: Path, out_path: Path,
       if product == "rgbn":
         dst.write(encode(np.concatenate([rgb, nir[None]]), dtype), window=window)
       else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-          ndvi = indices.ndvi(rgb[0], nir, eps=0)
-        dst.write(ndvi.astype(np.float32), 1, window=window)
+        dst.write(ndvi_product(rgb[0], nir), 1, window=window)
     dst.update_tags(NIRGAN_PRODUCT=product, NIRGAN_SOURCE=Path(source.dataset.name).name)
     if product == "rgbn":
       dst.descriptions = ("red", "green", "blue", "nir (predicted)")

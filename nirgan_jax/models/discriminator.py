@@ -9,10 +9,28 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nirgan_jax.models import layers
 
 _LEAK = 0.2
+_KERNEL, _PADDING = 4, 1
+
+
+def _strides(n_layers: int) -> list[int]:
+  return [2] * n_layers + [1, 1]
+
+
+def receptive_fields(size: int, n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+  """Along one axis of ``size`` input pixels: (start, stop) of the input pixels each patch
+  logit sees, clipped to the image (70 px wide inside it at n_layers 3)."""
+  lengths = [size]
+  for stride in _strides(n_layers):
+    lengths.append((lengths[-1] + 2 * _PADDING - _KERNEL) // stride + 1)
+  start = stop = np.arange(lengths[-1])
+  for stride in reversed(_strides(n_layers)):
+    start, stop = start * stride - _PADDING, stop * stride - _PADDING + _KERNEL - 1
+  return np.clip(start, 0, size), np.clip(stop + 1, 0, size)
 
 
 class PatchDiscriminator(nn.Module):
@@ -24,7 +42,7 @@ class PatchDiscriminator(nn.Module):
   conv: layers.ModuleDef = layers.Conv
 
   def _conv(self, features, stride, name):
-    return self.conv(features, 4, stride=stride, padding=1, name=name)
+    return self.conv(features, _KERNEL, stride=stride, padding=_PADDING, name=name)
 
   @nn.compact
   def __call__(self, image: jax.Array) -> jax.Array:

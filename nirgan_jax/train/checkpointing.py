@@ -43,7 +43,10 @@ def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.Checkpoint
   # removed when the next run opens the manager, so nothing unfinished looks like a step.
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, best_fn=lambda m: m[VAL_METRIC], best_mode="min",
-      create=True, cleanup_tmp_directories=True)
+      create=True, cleanup_tmp_directories=True,
+      # The parameter items are written in background threads while training goes on; a
+      # step directory appears only once complete (Orbax's atomic rename).
+      enable_async_checkpointing=True)
   return ocp.CheckpointManager(as_path(directory), options=options)
 
 

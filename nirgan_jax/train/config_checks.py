@@ -39,6 +39,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        <= config.data.batch_size_per_device * jax.device_count()),
       ("init.step", config.init.step in ("best", "latest") or str(config.init.step).isdigit()),
       ("train.on_nonfinite", config.train.on_nonfinite in NONFINITE_MODES),
+      ("train.stop_check_every", config.train.stop_check_every > 0),
+      ("data.device_prefetch", config.data.device_prefetch > 0),
   ]
   for key, ok in checks:
     if not ok:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any
 
 import jax
@@ -20,7 +21,8 @@ from clu import metric_writers, parameter_overview, periodic_actions
 
 from nirgan_jax import models
 from nirgan_jax.data import pipeline as input_pipeline
-from nirgan_jax.train import checkpointing, config_checks, warm_start
+from nirgan_jax.data.gsd_shares import GsdShares
+from nirgan_jax.train import checkpointing, config_checks, prefetch, warm_start
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import step as gan_step
 from nirgan_jax.train.evaluation import MODEL_INPUTS, evaluate, prediction_panels
@@ -41,6 +43,8 @@ class Data:
   eval_data: Any
   fingerprint: dict[str, Any]
   global_batch: int
+  reader: dict[str, int]  # threads and worker processes that read both pipelines
+  gsd_shares: GsdShares  # of this process's training examples since the run (re)started
 
 
 @dataclasses.dataclass
@@ -52,6 +56,7 @@ class RunState:
   satclip_params: Any
   plateau: Plateau
   step: int = 0
+  iterator_state: dict[str, Any] | None = None  # the data iterator right after ``step``
 
 
 def make_data(config: ml_collections.ConfigDict) -> Data:
@@ -61,15 +66,17 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
   if data.get("build_missing", False):
     input_pipeline.build_missing(train_specs + eval_specs)
   global_batch = data.batch_size_per_device * jax.device_count()
+  reader = dict(read_threads=data.read_threads, prefetch_buffer=data.prefetch_buffer,
+                workers=data.workers, per_worker_buffer=data.per_worker_buffer)
   train_iter = input_pipeline.make_iterator(
       input_pipeline.train_dataset(train_specs, data.image_size, global_batch, config.seed,
-                                   jax.process_index(), jax.process_count()),
-      data.read_threads, data.prefetch_buffer, data.workers, data.per_worker_buffer)
+                                   jax.process_index(), jax.process_count()), **reader)
   return Data(train_iter=train_iter,
               eval_data=input_pipeline.eval_dataset(eval_specs, data.image_size),
               fingerprint=input_pipeline.pipeline_fingerprint(train_specs, data.image_size,
                                                               global_batch, config.seed),
-              global_batch=global_batch)
+              global_batch=global_batch, reader=reader,
+              gsd_shares=GsdShares([spec.name for spec in train_specs]))
 
 
 def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
@@ -102,9 +109,11 @@ def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, me
   return RunState(g_state, d_state, satclip_params, plateau, step)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       writer: metric_writers.MetricWriter | None = None) -> dict[str, float]:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last
-  evaluation's metrics. Raises ``Preempted`` after saving if SIGTERM arrives."""
+  evaluation's metrics. Raises ``Preempted`` after saving if SIGTERM arrives. Metrics go to
+  ``writer`` (default: TensorBoard files in ``workdir`` and the log)."""
   config_checks.validate_config(config)
   workdir = checkpointing.as_path(workdir)  # local or gs://
   if jax.process_index() == 0:
@@ -117,8 +126,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                        config.train.keep_best)
   data = make_data(config)
   run = init_or_restore(config, nirgan, mesh, manager, data, init_rng, satclip_rng)
-  writer = metric_writers.create_default_writer(str(workdir),
-                                                just_logging=jax.process_index() > 0)
+  if writer is None:
+    writer = metric_writers.create_default_writer(str(workdir),
+                                                  just_logging=jax.process_index() > 0)
   if run.step == 0:
     writer.write_hparams(_flat_hparams(config))
     parameter_overview.log_parameter_overview(run.g_state.params, msg="generator")
@@ -141,33 +151,42 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
   train_step = gan_step.make_train_step(nirgan, mesh)
   eval_step = gan_step.make_eval_step(nirgan, mesh, cfg.eval_ssim_window)
   every = lambda period, step: period and (step % period == 0 or step == num_steps)
-  history, eval_metrics = [], {}
-  with StopSignal() as stop:
+  batches = prefetch.prefetch_to_device(
+      data.train_iter, lambda host: mesh_lib.shard_batch(mesh, {k: host[k] for k in MODEL_INPUTS}),
+      config.data.device_prefetch)
+  # Step metrics stay on the devices until a log step: nothing on the hot path waits for a
+  # step to finish, so reading, copying and computing overlap.
+  history, eval_metrics = {}, {}
+  period_start = time.perf_counter()
+  with StopSignal(check_every=cfg.stop_check_every) as stop:
     for step in range(run.step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = mesh_lib.shard_batch(mesh, {k: v for k, v in next(data.train_iter).items()
-                                            if k in MODEL_INPUTS})
-        run.g_state, run.d_state, metrics = train_step(run.g_state, run.d_state,
-                                                       run.satclip_params, batch, rng)
-      run.step = step
-      _check_finite(metrics, step, cfg.on_nonfinite)
-      history.append(metrics)
+        batch = next(batches)
+        run.g_state, run.d_state, history[step] = train_step(
+            run.g_state, run.d_state, run.satclip_params, batch.device, rng)
+      run.step, run.iterator_state = step, batch.iterator_state
+      data.gsd_shares.add(batch.host)
       report_progress(step)
       if every(cfg.log_every, step):
-        writer.write_scalars(step, {f"train/{k}": v for k, v in _mean_metrics(history).items()})
-        history = []
+        means = _log_metrics(history, cfg.on_nonfinite)
+        # Fetching the metrics waited for the period's last step: an exact rate.
+        now = time.perf_counter()
+        means["steps_per_s"] = len(history) / (now - period_start)
+        writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
+                                    **data.gsd_shares.scalars()})
+        history, period_start = {}, now
       if every(cfg.image_every, step):
         writer.write_images(step, {"val/panels": prediction_panels(
             eval_step, run.g_state.params, run.satclip_params, data.eval_data, mesh,
             data.global_batch, cfg.num_images)})
       if every(cfg.eval_every, step):
         eval_metrics = evaluate(eval_step, run.g_state.params, run.satclip_params,
-                                data.eval_data, mesh, data.global_batch)
+                                data.eval_data, mesh, data.global_batch, data.reader)
         writer.write_scalars(step, eval_metrics)
         _update_learning_rate(run, eval_metrics[checkpointing.VAL_METRIC])
         save(config, run, data, manager,
              {checkpointing.VAL_METRIC: eval_metrics[checkpointing.VAL_METRIC]})
-      if step < num_steps and stop.requested():
+      if step < num_steps and stop.requested(step):
         if manager.latest_step() != step:
           save(config, run, data, manager, None)
         raise Preempted(step, stop.signal_name)
@@ -179,7 +198,7 @@ def save(config: ml_collections.ConfigDict, run: RunState, data: Data, manager,
   metadata = {"config": json.loads(config.to_json_best_effort()),
               "pipeline": data.fingerprint, "plateau": run.plateau.state_dict()}
   checkpointing.save(manager, run.step, run.g_state, run.d_state, run.satclip_params,
-                     data.train_iter, metadata, metrics)
+                     prefetch.IteratorSnapshot(run.iterator_state), metadata, metrics)
 
 
 def _update_learning_rate(run: RunState, val_l1: float) -> None:
@@ -191,18 +210,23 @@ def _update_learning_rate(run: RunState, val_l1: float) -> None:
     run.d_state = with_learning_rate(run.d_state, run.plateau.lr)
 
 
-def _check_finite(metrics: dict[str, jax.Array], step: int, on_nonfinite: str) -> None:
-  if float(metrics["nonfinite"]):
-    bad = sorted(k for k, v in jax.device_get(metrics).items() if not np.isfinite(v))
-    message = f"non-finite loss at step {step}: {', '.join(bad)}; update skipped"
+def _log_metrics(history: dict[int, dict[str, jax.Array]], on_nonfinite: str
+                 ) -> dict[str, float]:
+  """Means of the steps' metrics since the last log step, fetched in one transfer. Steps
+  whose update was skipped for a non-finite loss are named; "halt" stops the run here."""
+  steps = sorted(history)
+  values = jax.device_get([history[s] for s in steps])
+  skipped = [s for s, v in zip(steps, values, strict=True) if v["nonfinite"]]
+  if skipped:
+    losses = sorted({k for v in values if v["nonfinite"] for k, x in v.items()
+                     if not np.isfinite(x)})
+    message = (f"non-finite loss in {len(skipped)} step(s) of [{steps[0]}, {steps[-1]}] "
+               f"(steps {', '.join(map(str, skipped[:10]))}): {', '.join(losses)}; "
+               "those updates were skipped")
     if on_nonfinite == "halt":
       raise NonFiniteLossError(message)
     logging.warning(message)
-
-
-def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
-  stacked = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
+  return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:

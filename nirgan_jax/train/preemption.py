@@ -4,7 +4,8 @@ event, a Kubernetes/SLURM preemption or a plain ``kill``).
 The handler only records the signal; the training loop asks ``requested()`` between steps,
 saves a checkpoint and leaves. With several processes they must agree on the step at which
 they stop (a checkpoint is a collective), so ``requested()`` takes the maximum of every
-process's flag. The signal need reach only one of them.
+process's flag, every ``check_every`` steps only, to keep collectives off the hot path. The
+signal need reach only one of them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ class Preempted(Exception):
 class StopSignal:
   """Context manager that turns ``signals`` into a stop request instead of a kill."""
 
-  def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)):
+  def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM,),
+               check_every: int = 1):
     self._signals = signals
+    self._check_every = check_every
     self._received: signal.Signals | None = None
     self._previous: dict[signal.Signals, object] = {}
 
@@ -57,11 +60,14 @@ class StopSignal:
   def signal_name(self) -> str:
     return self._received.name if self._received is not None else "a signal on another host"
 
-  def requested(self) -> bool:
-    """Whether any process received a stop signal (a collective when multi-process: call it
-    at the same point on every process)."""
+  def requested(self, step: int) -> bool:
+    """Whether any process received a stop signal. With several processes this is a
+    collective, taken at steps that are multiples of ``check_every`` (call it after every step
+    on every process); between them it answers False."""
     local = self._received is not None
     if jax.process_count() == 1:
       return local
+    if step % self._check_every:
+      return False
     flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
     return bool(np.max(flags))

@@ -10,6 +10,12 @@ The original ran G's forward twice (once per Lightning optimizer); G's parameter
 do not change during the D update, so the forward of step 1 is kept with
 ``jax.vjp`` and its pullback gives G's gradient: the same numbers, one forward less.
 
+With a ``valid`` mask in the batch (B, H, W, 1; 1 = real data), every loss and metric counts
+only valid pixels, and D sees the fake NIR only where the data is valid: elsewhere both of its
+pairs carry the real NIR, so nodata cannot tell real from fake. The adversarial losses
+average over the patch logits whose receptive field is at least half valid
+(``losses.patch_weights``).
+
 The steps are pure functions of (states, frozen SatCLIP params, batch, rng).
 ``make_train_step`` jits one over the mesh: batch sharded on "data", states
 replicated and donated. XLA inserts the gradient all-reduce; the result equals a
@@ -39,13 +45,14 @@ def _select(keep_new: jax.Array, new: Any, old: Any) -> Any:
 
 def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, batch: Batch,
                rng: jax.Array, *, nirgan: NIRGAN) -> tuple[TrainState, TrainState, dict]:
-  """One D update then one G update. ``batch``: rgb (B,H,W,3), nir (B,H,W,1), lonlat (B,2).
+  """One D update then one G update. ``batch``: rgb (B,H,W,3), nir (B,H,W,1), lonlat (B,2),
+  optionally valid (B,H,W,1).
 
   If any loss is not finite, neither network is updated (``metrics["nonfinite"]`` is 1)
   so that nothing non-finite ever reaches the parameters.
   """
   cfg = nirgan.config
-  rgb, nir = batch["rgb"], batch["nir"]
+  rgb, nir, valid = batch["rgb"], batch["nir"], batch.get("valid")
   embedding = nirgan.embed(satclip_params, batch.get("lonlat"))
   dropout_rng = None
   if cfg.model.generator.dropout_rate > 0:
@@ -55,12 +62,20 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
       lambda params: nirgan.generate(params, rgb, embedding, dropout_rng=dropout_rng),
       g_state.params)
 
+  logit_weights = None
+  if valid is not None:
+    logit_weights = losses.patch_weights(valid, cfg.model.discriminator.n_layers)
+
+  def shown_to_d(pred):
+    return pred if valid is None else jnp.where(valid > 0, pred, nir)
+
   def d_loss_fn(d_params):
     # Real and fake pairs in one pass: instance norm keeps the samples independent.
-    logits = nirgan.discriminate(d_params, jnp.concatenate([rgb, rgb]),
-                                 jnp.concatenate([nir, jax.lax.stop_gradient(fake)]))
+    logits = nirgan.discriminate(
+        d_params, jnp.concatenate([rgb, rgb]),
+        jnp.concatenate([nir, shown_to_d(jax.lax.stop_gradient(fake))]))
     real_logits, fake_logits = jnp.split(logits, 2)
-    return losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan_mode)
+    return losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan_mode, logit_weights)
 
   adversarial = cfg.loss.lambda_gan != 0  # 0: a plain regression (the baselines), no D
   if adversarial:
@@ -70,8 +85,10 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
     d_loss, d_parts, new_d_state = jnp.zeros(()), {}, d_state
 
   def g_loss_fn(pred):
-    fake_logits = nirgan.discriminate(new_d_state.params, rgb, pred) if adversarial else None
-    return losses.generator_loss(fake_logits, rgb, pred, nir, cfg.loss)
+    fake_logits = None
+    if adversarial:
+      fake_logits = nirgan.discriminate(new_d_state.params, rgb, shown_to_d(pred))
+    return losses.generator_loss(fake_logits, rgb, pred, nir, cfg.loss, valid, logit_weights)
 
   (g_loss, g_parts), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
   (g_grads,) = generator_pullback(d_fake)
@@ -91,10 +108,12 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
 
 def eval_step(g_params: Any, satclip_params: Any, batch: Batch, *, nirgan: NIRGAN,
               ssim_window: int = 11) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Prediction and per-example metrics (each (B,)) on a batch, without augmentation."""
+  """Prediction and per-example metrics (each (B,), see ``metrics.image_metrics``) on a batch,
+  without augmentation, over the batch's ``valid`` pixels if it has a mask."""
   embedding = nirgan.embed(satclip_params, batch.get("lonlat"))
   pred = nirgan.generate(g_params, batch["rgb"], embedding)
-  return pred, metrics.image_metrics(batch["rgb"], pred, batch["nir"], ssim_window)
+  return pred, metrics.image_metrics(batch["rgb"], pred, batch["nir"], ssim_window,
+                                     valid=batch.get("valid"))
 
 
 def make_train_step(nirgan: NIRGAN, mesh: Mesh):
