@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
 from clu import metric_writers
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -154,6 +155,7 @@ def main() -> None:
   parser.add_argument("--source", default="memory", choices=("memory", "tfds"))
   parser.add_argument("--data_dir", default="data/tfds", help="--source tfds: the demo's")
   args = parser.parse_args()
+  flags.FLAGS.mark_as_parsed()  # Grain's worker processes read absl flags
 
   config = make_config(args)
   bare = bare_step_rate(config, repeats=args.log_every)
