@@ -119,14 +119,16 @@ def parse_options(options: list[str], builder_cls) -> dict:
   out = {}
   for option in options:
     key, sep, text = option.partition("=")
-    if not sep or key not in fields:
-      raise errors.NirganError(f"--option {option!r}: expected KEY=VALUE with KEY one of "
-                       f"{sorted(k for k in fields if k not in _BASE_FIELDS)}")
+    # The TFDS fields (name, version, ...) identify a build: --config and the tiling flags
+    # set them, never --option.
+    if not sep or key not in fields or key in _BASE_FIELDS:
+      raise errors.UsageError(f"--option {option!r}: expected KEY=VALUE with KEY one of "
+                              f"{sorted(k for k in fields if k not in _BASE_FIELDS)}")
     current = getattr(builder_cls.BUILDER_CONFIGS[0], key)
     try:
       out[key] = type(current)(text) if current is not None else text
     except ValueError as e:
-      raise errors.NirganError(f"--option {option!r}: {e}") from e
+      raise errors.UsageError(f"--option {option!r}: {e}") from e
   return out
 
 

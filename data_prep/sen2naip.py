@@ -25,6 +25,7 @@ import dataclasses
 import datetime
 import io
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -55,6 +56,23 @@ class Sen2NaipConfig(PatchBuilderConfig):
   resolution: str = "hr"  # hr | lr
 
 
+def read_span(f, offset: int, length: int, what: str) -> bytes:
+  """``length`` bytes at ``offset`` of the open file ``f``, after checking that the span lies
+  inside the file: a corrupt length field must not make us allocate terabytes."""
+  check_span(os.fstat(f.fileno()).st_size, offset, length, what)
+  f.seek(offset)
+  data = f.read(length)
+  if len(data) != length:
+    raise SkipItem(f"truncated: {what} of {length} bytes at byte {offset} is cut short")
+  return data
+
+
+def check_span(file_size: int, offset: int, length: int, what: str) -> None:
+  if offset < 0 or length < 0 or offset + length > file_size:
+    raise SkipItem(f"truncated or corrupt: {what} declares {length} bytes at byte {offset}, "
+                   f"but the file holds {file_size}")
+
+
 # --------------------------------------------------------------------------- TACO
 
 
@@ -68,10 +86,7 @@ def read_tortilla_footer(path: Path, base: int = 0) -> pa.Table:
     magic, offset, length = _HEADER.unpack(head)
     if magic not in _TACO_MAGICS:
       raise SkipItem(f"not a TACO/tortilla container (magic {magic!r} at byte {base})")
-    f.seek(base + offset)
-    footer = f.read(length)
-  if len(footer) != length:
-    raise SkipItem(f"truncated: footer of {length} bytes at {base + offset} is cut short")
+    footer = read_span(f, base + offset, length, "the tortilla footer")
   try:
     return pq.read_table(io.BytesIO(footer))
   except (pa.ArrowException, OSError) as e:
@@ -122,9 +137,7 @@ def read_mlstac_index(data_file: Path) -> tuple[int, dict[str, list[int]]]:
     if len(head) < 10 or head[:2] != b"#y":
       raise SkipItem("not an ML-STAC data file (magic '#y' missing)")
     (length,) = struct.unpack("<Q", head[2:])
-    header = f.read(length)
-  if len(header) != length:
-    raise SkipItem("truncated ML-STAC header")
+    header = read_span(f, 10, length, "the ML-STAC header")
   try:
     index = json.loads(header)
   except json.JSONDecodeError as e:
@@ -217,7 +230,9 @@ class Sen2Naip(PatchBuilder):
     if len(rows) <= ITEM_INDEX[resolution]:
       raise SkipItem(f"sample has {len(rows)} items, no {resolution.upper()} image")
     leaf = rows[ITEM_INDEX[resolution]]
-    subfile = vsisubfile(path, base + int(leaf["tortilla:offset"]), int(leaf["tortilla:length"]))
+    offset, length = base + int(leaf["tortilla:offset"]), int(leaf["tortilla:length"])
+    check_span(path.stat().st_size, offset, length, f"{resolution.upper()} image")
+    subfile = vsisubfile(path, offset, length)
     yield from self._tile_raster(subfile, RGBN, lambda dn: dn / contract.REFLECTANCE_SCALE,
                                  sensor=SENSOR[resolution], date=item.extra["date"],
                                  source_name=f"{item.source}/{resolution}")
@@ -231,10 +246,7 @@ class Sen2Naip(PatchBuilder):
       raise SkipItem(f"datapoint {item.extra['datapoint_id']} not in {data_file.name}")
     begin, length = index[item.extra["datapoint_id"]]
     with data_file.open("rb") as f:
-      f.seek(start + begin)
-      blob = f.read(length)
-    if len(blob) != length:
-      raise SkipItem(f"truncated: blob of {length} bytes cut short in {data_file.name}")
+      blob = read_span(f, start + int(begin), int(length), f"blob in {data_file.name}")
     resolution = self.builder_config.resolution
     try:
       with h5py.File(io.BytesIO(blob), "r") as h5:

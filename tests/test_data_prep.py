@@ -167,8 +167,9 @@ def test_cli_options_override_config_fields(tmp_path, capsys):
   assert build.main(args) == 0
   assert '"total_written": 12' in capsys.readouterr().out
   assert (tmp_path / "tfds" / "nirgan_demo" / "small_num_examples12_seed3").is_dir()
-  assert build.main(args[:5] + ["--option", "colour=red"]) == 1
-  assert "KEY one of" in capsys.readouterr().err
+  for option in ("colour=red", "name=x", "seed=three"):
+    assert build.main(args[:5] + ["--option", option]) == 2  # refused before any work
+    assert f"--option '{option}'" in capsys.readouterr().err
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
@@ -391,6 +392,29 @@ def test_sen2naip_taco(tmp_path, resolution, patch):
   reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
   assert reasons["sen2naipv2-crosssensor.taco:ROI_0099"].startswith("not a TACO/tortilla")
   assert reasons["sen2naipv2-unet.0001.part.taco"].startswith("truncated")
+
+
+def test_corrupt_container_lengths_are_skipped_not_allocated(tmp_path):
+  """A length field of 2**60 bytes is refused against the file size (it once reached
+  f.read and raised MemoryError, aborting the build)."""
+  from data_prep.sen2naip import SkipItem, read_mlstac_index
+
+  fixture = data_fixtures.write_sen2naip_taco(tmp_path / "raw")
+  good = (fixture.root / "sen2naipv2-crosssensor.taco").read_bytes()
+  corrupt = bytearray(good)
+  corrupt[10:18] = (2**60).to_bytes(8, "little")  # the footer length
+  (fixture.root / "sen2naipv2-corrupt.taco").write_bytes(bytes(corrupt))
+  _, report = build.build("sen2naip", tmp_path / "tfds", fixture.root, config="lr",
+                          patch_size=16)
+  reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
+  assert reasons["sen2naipv2-corrupt.taco"].startswith(
+      "truncated or corrupt: the tortilla footer declares 1152921504606846976 bytes")
+  assert report["total_written"] > 0  # the good containers were still built
+
+  mlstac = tmp_path / "huge.mlstac"
+  mlstac.write_bytes(b"#y" + (2**60).to_bytes(8, "little") + b"{}")
+  with pytest.raises(SkipItem, match="the ML-STAC header declares"):
+    read_mlstac_index(mlstac)
 
 
 @pytest.mark.parametrize("resolution,patch", [("hr", 32), ("lr", 16)])

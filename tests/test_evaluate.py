@@ -238,3 +238,17 @@ def test_missing_dataset_and_model_fail_clearly(tmp_path, model_dirs, capsys):
                         "--data_dir", str(tmp_path), "--out", str(tmp_path / "eval")]) == 1
   assert "nope: no such model" in capsys.readouterr().err
   assert not (tmp_path / "eval").exists()
+
+
+def test_existing_results_and_bad_arguments_are_refused(tmp_path, model_dirs, capsys):
+  out = tmp_path / "eval"
+  out.mkdir()
+  (out / "metrics.md").write_text("an earlier evaluation")
+  args = ["--model", str(model_dirs["gan"]), "--dataset", "s2_100k/default", "--data_dir",
+          str(tmp_path / "nothing"), "--out", str(out)]
+  assert evaluate.main(args) == 1
+  assert "metrics.md: output exists (pass --overwrite" in capsys.readouterr().err
+  assert evaluate.main(args + ["--batch_size", "0"]) == 2
+  assert "--batch_size must be > 0" in capsys.readouterr().err
+  assert (out / "metrics.md").read_text() == "an earlier evaluation"
+  assert [p.name for p in out.iterdir()] == ["metrics.md"]

@@ -144,6 +144,24 @@ def test_nonfinite_loss_leaves_the_states_unchanged():
     jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(after))
 
 
+def test_nonfinite_gradient_with_a_finite_loss_leaves_the_states_unchanged(monkeypatch):
+  """sqrt(|x| * 0) is 0 but its gradient is inf * 0 = NaN: a finite loss whose gradient is
+  not, as bf16 overflow in a backward pass can give."""
+  from nirgan_jax.train import losses
+
+  l1_loss = losses.l1_loss
+  monkeypatch.setattr(losses, "l1_loss", lambda pred, target, valid=None: (
+      l1_loss(pred, target, valid) + jnp.mean(jnp.sqrt(jnp.abs(pred - target) * 0.0))))
+  config = tiny_config("none")
+  nirgan, mesh, g, d, s = _setup(config, jax.devices())
+  step = gan_step.make_train_step(nirgan, mesh)
+  before = jax.device_get((g.params, g.opt_state, d.params, d.opt_state))
+  g, d, m = step(g, d, s, mesh_lib.shard_batch(mesh, _batch()), jax.random.key(2, impl="rbg"))
+  assert np.isfinite(float(m["g_l1"])) and float(m["nonfinite"]) == 1.0
+  after = jax.device_get((g.params, g.opt_state, d.params, d.opt_state))
+  jax.tree.map(np.testing.assert_array_equal, before, after)
+
+
 def test_learning_rate_is_injectable():
   config = tiny_config("none")
   nirgan = models.NIRGAN.from_config(config)

@@ -222,6 +222,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="SSIM window of --protocol nirgan_jax (default 11)")
   parser.add_argument("--figures", type=int, default=0, help="examples to draw per model")
   parser.add_argument("--out", default="evaluation", help="folder for the table and figures")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace the metrics and figures of an earlier evaluation in --out")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
 
@@ -232,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.image_size % 4 or args.image_size <= 0:
     raise errors.UsageError(
         f"--image_size must be a positive multiple of 4, got {args.image_size}")
+  if args.batch_size <= 0 or args.figures < 0:
+    raise errors.UsageError(f"--batch_size must be > 0 and --figures >= 0, got "
+                            f"{args.batch_size} and {args.figures}")
+  out = Path(args.out)
+  for name in ("metrics.md", "metrics.csv"):
+    outputs.check_new(out / name, args.overwrite)
   protocol = make_protocol(args.protocol, args.ssim_window)
   if protocol.crop_px is not None and args.image_size < protocol.crop_px:
     raise errors.UsageError(f"--protocol {protocol.name} scores the centre {protocol.crop_px} "
@@ -246,7 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   dataset = input_pipeline.eval_dataset([spec], args.image_size)
   results, counts, samples = evaluate_models(models, dataset, args.batch_size, protocol,
                                              args.figures, progress=not args.quiet)
-  out = Path(args.out)
   rows = table_rows(results, counts)
   table = markdown_table(rows)
   title = f"# {args.dataset} ({args.split})\n\n{protocol.describe(args.image_size)}"

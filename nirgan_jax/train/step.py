@@ -39,6 +39,10 @@ from nirgan_jax.train.state import TrainState, learning_rate
 Batch = dict[str, jax.Array]
 
 
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def _select(keep_new: jax.Array, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
@@ -48,8 +52,8 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
   """One D update then one G update. ``batch``: rgb (B,H,W,3), nir (B,H,W,1), lonlat (B,2),
   optionally valid (B,H,W,1).
 
-  If any loss is not finite, neither network is updated (``metrics["nonfinite"]`` is 1)
-  so that nothing non-finite ever reaches the parameters.
+  If any loss or gradient is not finite, neither network is updated (``metrics["nonfinite"]``
+  is 1) so that nothing non-finite ever reaches the parameters or the optimizer states.
   """
   cfg = nirgan.config
   rgb, nir, valid = batch["rgb"], batch["nir"], batch.get("valid")
@@ -94,7 +98,9 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
   (g_grads,) = generator_pullback(d_fake)
   new_g_state = g_state.apply_gradients(grads=g_grads)
 
-  finite = jnp.isfinite(d_loss) & jnp.isfinite(g_loss)
+  # A finite loss can still have non-finite gradients (e.g. bf16 overflow in a backward pass).
+  finite = (jnp.isfinite(d_loss) & jnp.isfinite(g_loss) & _all_finite(g_grads)
+            & (_all_finite(d_grads) if adversarial else True))
   new_d_state = _select(finite, new_d_state, d_state)
   new_g_state = _select(finite, new_g_state, g_state)
 
