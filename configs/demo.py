@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.build_missing = True
   config.data.image_size = 64
   config.data.batch_size_per_device = 8
+  # A 2-core CPU: more read threads than cores compete with the step itself (measured here:
+  # 3.2-3.7 steps/s with 2 threads, 3.0-3.2 with the recipe's 8).
+  config.data.read_threads = 2
   # The demo mixes four sensors: native_gsd_m 0 takes each example's own gsd_m.
   config.data.sources = ml_collections.ConfigDict(dict(
       demo=multiscale.source("nirgan_demo/default", 1.0, 0.0, (), 1.0)))
