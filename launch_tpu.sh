@@ -89,7 +89,7 @@ run gcloud compute tpus tpu-vm scp "$archive" "$name:~/nirgan-jax.tar.gz" --work
   "${gcloud_args[@]}"
 install='set -e; rm -rf ~/nirgan-jax && mkdir ~/nirgan-jax && tar -xzf ~/nirgan-jax.tar.gz -C ~/nirgan-jax
 python3 -m venv ~/nirgan-venv && ~/nirgan-venv/bin/pip install -q -U pip
-~/nirgan-venv/bin/pip install -q -e ~/nirgan-jax "jax[tpu]"'
+~/nirgan-venv/bin/pip install -q -e ~/nirgan-jax"[gcs]" "jax[tpu]"'
 run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${gcloud_args[@]}" --command "$install"
 
 # 3. Training on all workers at once.

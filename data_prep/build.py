@@ -15,9 +15,11 @@ over a finished build reuses it (``--overwrite`` rebuilds).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -27,7 +29,7 @@ from data_prep.landsat8 import Landsat8
 from data_prep.s2_100k import S2100k
 from data_prep.sen2naip import Sen2Naip
 from data_prep.worldstrat import WorldStrat
-from nirgan_jax import errors
+from nirgan_jax import errors, paths
 
 BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, Sen2Naip, WorldStrat)}
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
@@ -59,7 +61,41 @@ def make_config(builder_cls, name: str | None, patch_size: int | None, stride: i
   return dataclasses.replace(config, name=config.name + suffix, **changes)
 
 
-def build(source: str, data_dir: str | Path, manual_dir: str | Path | None = None,
+def _tree_top(root: Path, depth: int = 3) -> set[Path]:
+  """``root``, its ancestors and what lies up to ``depth`` levels below it, as they are now."""
+  found = {p for p in (root, *root.parents) if p.exists()}
+  level = [root]
+  for _ in range(depth):
+    level = [child for folder in level if folder.is_dir() for child in folder.iterdir()]
+    found.update(level)
+  return found
+
+
+@contextlib.contextmanager
+def removing_what_a_failure_adds(data_dir: str | os.PathLike) -> Iterator[None]:
+  """If the block raises, removes the folders it created under ``data_dir`` (and
+  ``data_dir`` itself) that are empty, with the bookkeeping files TFDS puts in them: before
+  reading any input TFDS makes ``downloads/``, ``<source>/.config/metadata.json`` and the
+  config and version folders, which a failed build must not leave behind. What existed
+  before is never touched, and a folder holding anything else stays."""
+  if paths.is_cloud(data_dir):  # object stores have no empty folders to leave behind
+    yield
+    return
+  root = Path(data_dir).expanduser().absolute()
+  before = _tree_top(root)
+  try:
+    yield
+  except BaseException:
+    for path in sorted(_tree_top(root) - before, key=lambda p: len(p.parts), reverse=True):
+      with contextlib.suppress(OSError):
+        if path.is_dir():
+          path.rmdir()  # only if empty
+        elif path.parent not in before:
+          path.unlink()
+    raise
+
+
+def build(source: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
           config: str | None = None, patch_size: int | None = None, stride: int | None = None,
           max_invalid_share: float | None = None, overwrite: bool = False,
           extra: dict | None = None, workers: int = 1):
@@ -69,24 +105,25 @@ def build(source: str, data_dir: str | Path, manual_dir: str | Path | None = Non
   cls = BUILDERS[source]
   if cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
     if manual_dir is None:
-      raise errors.UsageError(f"{source} needs --manual_dir.\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    manual_dir = Path(manual_dir)
+      raise errors.UsageError(f"{source} needs --manual_dir. {cls.download_instructions()}")
+    manual_dir = paths.local_path(manual_dir, "the raw archive is read from the local filesystem")
     if not manual_dir.is_dir() or not any(manual_dir.iterdir()):
-      raise FileNotFoundError(f"{manual_dir}: manual_dir does not exist or is empty.\n"
-                              f"{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      raise FileNotFoundError(f"{manual_dir}: manual_dir does not exist or is empty. "
+                              f"{cls.download_instructions()}")
   builder_config = make_config(cls, config, patch_size, stride, max_invalid_share, extra)
-  builder = cls(data_dir=str(data_dir), config=builder_config)
-  if builder.is_prepared() and not overwrite:
-    return builder, None
-  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  builder.num_workers = workers
-  try:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual_dir) if manual_dir else None, download_mode=mode,
-        try_download_gcs=False))
-  finally:
-    builder.close_workers()
+  with removing_what_a_failure_adds(data_dir):
+    builder = cls(data_dir=str(paths.as_path(data_dir)), config=builder_config)  # local or gs://
+    if builder.is_prepared() and not overwrite:
+      return builder, None
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.num_workers = workers
+    try:
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=str(manual_dir) if manual_dir else None, download_mode=mode,
+          try_download_gcs=False))
+    finally:
+      builder.close_workers()
   builder.report.write(builder.data_dir)
   return builder, builder.report.to_dict()
 
@@ -113,6 +150,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+  """Refuses, before any work, tiling and worker counts that cannot work."""
+  for name in ("patch_size", "stride", "workers"):
+    value = getattr(args, name)
+    if value is not None and value < 1:
+      raise errors.UsageError(f"--{name} must be >= 1, got {value}")
+  share = args.max_invalid_share
+  if share is not None and not 0 <= share <= 1:
+    raise errors.UsageError(f"--max_invalid_share must be in [0, 1], got {share}")
+
+
 def parse_options(options: list[str], builder_cls) -> dict:
   """``KEY=VALUE`` strings -> typed overrides of ``builder_cls``'s config fields."""
   fields = {f.name: f for f in dataclasses.fields(builder_cls.BUILDER_CONFIGS[0])}
@@ -136,8 +184,9 @@ def parse_options(options: list[str], builder_cls) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   if BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS and not args.manual_dir:
-    raise errors.UsageError(f"{args.source} needs --manual_dir.\n"
-                            f"{BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    raise errors.UsageError(f"{args.source} needs --manual_dir. "
+                            f"{BUILDERS[args.source].download_instructions()}")
+  check_arguments(args)
   extra = parse_options(args.option, BUILDERS[args.source])
   builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
                           args.patch_size, args.stride, args.max_invalid_share, args.overwrite,

@@ -13,11 +13,12 @@ reason and the build goes on.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import itertools
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,22 @@ from tqdm import tqdm
 from data_prep import contract, raster
 from data_prep.raster import SkipItem
 from data_prep.report import BuildReport
+from nirgan_jax import errors
+
+
+def read_csv(path: Path, required: Iterable[str] = ()) -> tuple[list[str], list[dict[str, str]]]:
+  """(column names, rows) of a CSV file of the raw archive; one that is not UTF-8 CSV or lacks
+  a ``required`` column stops the build, naming the file."""
+  try:
+    with path.open(newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      fields, rows = list(reader.fieldnames or ()), list(reader)
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise errors.NirganError(f"{path}: not a UTF-8 CSV file ({e})") from e
+  missing = set(required) - set(fields)
+  if missing:
+    raise errors.NirganError(f"{path}: missing columns {sorted(missing)} (has {fields})")
+  return fields, rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +124,11 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.num_workers = 1  # processes reading inputs; set before download_and_prepare
     self._pool = None
 
+  @classmethod
+  def download_instructions(cls) -> str:
+    """``MANUAL_DOWNLOAD_INSTRUCTIONS`` as one line, for error messages."""
+    return " ".join((cls.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
@@ -136,9 +158,11 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         continue
       generators[split] = itertools.chain([first], examples)
     if not generators:
+      skipped = self.report.skipped  # the report is written only by a build that succeeds
+      first = f"; first: {skipped[0]['source']}: {skipped[0]['reason']}" if skipped else ""
       raise FileNotFoundError(f"{manual_dir}: no usable {self.name} inputs found "
-                              f"({len(items)} listed, all skipped).\n"
-                              f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS or ''}")
+                              f"({len(items)} listed, all skipped{first}). "
+                              f"{self.download_instructions()}".rstrip())
     return generators
 
   def _generate_examples(self, split: str, items: list[SourceItem]):

@@ -7,6 +7,7 @@ makes an input unusable raises ``SkipItem`` with a reason for the build report.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.warp
+from rasterio.enums import Interleaving
 from rasterio.windows import Window
 
 GEOGRAPHIC = "EPSG:4326"
@@ -43,11 +45,41 @@ class BandLayout:
 
 
 def open_raster(path: str | Path):
-  """``rasterio.open`` that turns an unreadable file into ``SkipItem``."""
+  """``rasterio.open`` that turns an unreadable or incomplete file into ``SkipItem``."""
   try:
-    return rasterio.open(path)
+    src = rasterio.open(path)
   except rasterio.errors.RasterioIOError as e:
     raise SkipItem(f"not a readable raster ({_first_line(e)})") from e
+  problem = unstored_pixels(src)
+  if problem:
+    src.close()
+    raise SkipItem(f"unreadable pixels ({problem})")
+  return src
+
+
+def unstored_pixels(src) -> str | None:
+  """Why the GeoTIFF ``src`` does not hold every block of pixels its header declares, or None:
+  a block ending past the end of the file (a truncated file), or one absent without a nodata
+  value to stand for it (a header declaring more pixels than the file stores, which GDAL
+  would read as zeros). Sparse GeoTIFFs leave out nodata blocks on purpose."""
+  if src.driver != "GTiff" or not os.path.isfile(src.name):  # e.g. a /vsisubfile/ member
+    return None
+  size = os.path.getsize(src.name)
+  rows, cols = src.block_shapes[0]
+  bands = range(1, src.count + 1) if src.interleaving == Interleaving.band else [1]
+  for band in bands:
+    for y in range(-(-src.height // rows)):
+      for x in range(-(-src.width // cols)):
+        offset = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+        if offset is None:
+          if src.nodata is None:
+            return (f"holds no pixels for block ({x}, {y}) of its {src.width}x{src.height} px "
+                    "(truncated, or its header declares more than it stores)")
+          continue
+        end = int(offset) + int(src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band))
+        if end > size:
+          return f"truncated: its pixels run to byte {end}, the file ends at byte {size}"
+  return None
 
 
 def check_band_count(src, layout: BandLayout) -> None:
@@ -60,7 +92,7 @@ def read_bands(src, indexes: list[int], window: Window | None = None) -> np.ndar
   try:
     return src.read(indexes, window=window)
   except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as e:
-    raise SkipItem(f"unreadable pixels ({_first_line(e)})") from e
+    raise SkipItem(f"unreadable pixels ({_first_line(e.__cause__ or e)})") from e
 
 
 def invalid_mask(bands: np.ndarray, nodata: float | None,

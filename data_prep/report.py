@@ -5,7 +5,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-from pathlib import Path
+import os
+
+from etils import epath
+
+from nirgan_jax import paths
 
 REPORT_JSON = "build_report.json"
 REPORT_TEXT = "build_report.txt"
@@ -41,8 +45,8 @@ class BuildReport:
     lines += [f"note: {note}" for note in self.notes]
     return "\n".join(lines)
 
-  def write(self, directory: str | Path) -> tuple[Path, Path]:
-    directory = Path(directory)
+  def write(self, directory: str | os.PathLike) -> tuple[epath.Path, epath.Path]:
+    directory = paths.as_path(directory)  # local or gs://
     directory.mkdir(parents=True, exist_ok=True)
     json_path, text_path = directory / REPORT_JSON, directory / REPORT_TEXT
     json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")

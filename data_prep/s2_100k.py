@@ -16,14 +16,13 @@ of their location cell (``data_prep.splits``).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
 from data_prep import contract, raster, splits
-from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
 from data_prep.raster import SkipItem
 
 L2A_BANDS = raster.BandLayout(red=4, green=3, blue=2, nir=8, count=12)
@@ -62,24 +61,20 @@ class S2100k(PatchBuilder):
   def _discover(self, manual_dir: Path) -> list[SourceItem]:
     index = manual_dir / "index.csv"
     if not index.is_file():
-      raise FileNotFoundError(f"{index}: missing; manual_dir must hold index.csv and images/.\n"
-                              f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      raise FileNotFoundError(f"{index}: missing; manual_dir must hold index.csv and images/. "
+                              f"{self.download_instructions()}")
     items = []
-    with index.open(newline="") as f:
-      reader = csv.DictReader(f)
-      missing = {"fn", "lon", "lat"} - set(reader.fieldnames or ())
-      if missing:
-        raise ValueError(f"{index}: missing columns {sorted(missing)} (has {reader.fieldnames})")
-      for line, row in enumerate(reader, start=2):
-        path = manual_dir / "images" / Path(row["fn"]).name
-        try:
-          lon, lat = float(row["lon"]), float(row["lat"])
-          split = splits.location_split(lon, lat)
-        except ValueError:
-          self.report.add_skipped(f"{index}:{line}", f"bad coordinates {row['lon']!r}, "
-                                  f"{row['lat']!r}")
-          continue
-        items.append(SourceItem(str(path), split, {"lon": lon, "lat": lat}))
+    _, rows = read_csv(index, ("fn", "lon", "lat"))
+    for line, row in enumerate(rows, start=2):
+      path = manual_dir / "images" / Path(row["fn"] or "").name
+      try:
+        lon, lat = float(row["lon"]), float(row["lat"])
+        split = splits.location_split(lon, lat)
+      except (TypeError, ValueError):  # a short row has None in its missing columns
+        self.report.add_skipped(f"{index}:{line}", f"bad coordinates {row['lon']!r}, "
+                                f"{row['lat']!r}")
+        continue
+      items.append(SourceItem(str(path), split, {"lon": lon, "lat": lat}))
     return items
 
   def _patches(self, item: SourceItem):

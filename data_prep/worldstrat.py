@@ -23,7 +23,6 @@ archive's stratified split file ("val" -> validation), else from the location.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from data_prep import contract, raster, splits
-from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
 from data_prep.raster import BandLayout
 
 HR_BANDS = BandLayout(red=1, green=2, blue=3, nir=4, count=4)
@@ -61,31 +60,25 @@ def read_metadata(path: Path) -> dict[str, dict[int, Revisit]]:
     raise FileNotFoundError(f"{path}: missing; WorldStrat's metadata.csv gives every AOI's "
                             f"coordinates")
   out: dict[str, dict[int, Revisit]] = {}
-  with path.open(newline="") as f:
-    reader = csv.DictReader(f)
-    fields = reader.fieldnames or []
-    aoi_column = "tile" if "tile" in fields else fields[0]
-    missing = {"lon", "lat"} - set(fields)
-    if missing:
-      raise ValueError(f"{path}: missing columns {sorted(missing)} (has {fields})")
-    for row in reader:
-      try:
-        lon, lat = float(row["lon"]), float(row["lat"])
-        n = int(float(row.get("n") or 1))
-      except ValueError:
-        continue  # reported when the AOI's files are converted
-      if math.isfinite(lon) and math.isfinite(lat):
-        out.setdefault(row[aoi_column], {})[n] = Revisit(
-            lon, lat, (row.get("lowres_date") or "")[:10], (row.get("highres_date") or "")[:10])
+  fields, rows = read_csv(path, ("lon", "lat"))
+  aoi_column = "tile" if "tile" in fields else fields[0]
+  for row in rows:
+    try:
+      lon, lat = float(row["lon"]), float(row["lat"])
+      n = int(float(row.get("n") or 1))
+    except (TypeError, ValueError):  # a short row has None in its missing columns
+      continue  # reported when the AOI's files are converted
+    if math.isfinite(lon) and math.isfinite(lat):
+      out.setdefault(row[aoi_column], {})[n] = Revisit(
+          lon, lat, (row.get("lowres_date") or "")[:10], (row.get("highres_date") or "")[:10])
   return out
 
 
 def read_split_file(path: Path) -> dict[str, str]:
   if not path.is_file():
     return {}
-  with path.open(newline="") as f:
-    return {row["tile"]: SPLIT_NAMES.get(row.get("split", "").strip().lower(), "")
-            for row in csv.DictReader(f) if row.get("tile")}
+  return {row["tile"]: SPLIT_NAMES.get((row.get("split") or "").strip().lower(), "")
+          for row in read_csv(path)[1] if row.get("tile")}
 
 
 def offset_lonlat(lon: float, lat: float, east_m: float, south_m: float) -> tuple[float, float]:

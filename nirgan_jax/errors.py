@@ -59,6 +59,13 @@ def sigterm_unwinds() -> Iterator[None]:
     signal.signal(signal.SIGTERM, previous)
 
 
+def one_line(error: BaseException) -> str:
+  """The first line of ``error``'s message (its type's name if it has none): for wrapping a
+  library's error, which may run over many lines, into a one-line report."""
+  lines = str(error).strip().splitlines()
+  return lines[0] if lines else type(error).__name__
+
+
 def report(error: BaseException) -> int:
   """Prints ``error`` as one line on stderr; returns the exit status it calls for."""
   print(f"error: {error}", file=sys.stderr)

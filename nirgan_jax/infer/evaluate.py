@@ -35,14 +35,13 @@ import dataclasses
 import functools
 import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
 from data_prep import contract
-from nirgan_jax import errors, indices, metrics
+from nirgan_jax import errors, indices, metrics, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import figures, outputs
 from nirgan_jax.infer.model import Model, load_model
@@ -112,7 +111,7 @@ def load_named_models(model: str, baselines: Sequence[str]) -> dict[str, Model]:
     loaded = load_model(path)
     if not name:
       kind = loaded.config.model.generator.get("kind", "resnet")
-      name = kind if kind != "resnet" else Path(path).name
+      name = kind if kind != "resnet" else paths.as_path(path).name
     if name in models:
       raise errors.UsageError(f"two models are named {name!r}: name them with NAME=PATH")
     models[name] = loaded
@@ -237,9 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.batch_size <= 0 or args.figures < 0:
     raise errors.UsageError(f"--batch_size must be > 0 and --figures >= 0, got "
                             f"{args.batch_size} and {args.figures}")
-  out = Path(args.out)
+  out = paths.as_path(args.out)
   for name in ("metrics.md", "metrics.csv"):
     outputs.check_new(out / name, args.overwrite)
+    outputs.check_writable(out / name)
   protocol = make_protocol(args.protocol, args.ssim_window)
   if protocol.crop_px is not None and args.image_size < protocol.crop_px:
     raise errors.UsageError(f"--protocol {protocol.name} scores the centre {protocol.crop_px} "
@@ -248,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise errors.UsageError(f"--image_size {args.image_size} is smaller than the SSIM window "
                             f"{protocol.ssim_window}")
   models = load_named_models(args.model, args.baselines)
-  spec = input_pipeline.SourceSpec(name=args.dataset, data_dir=str(Path(args.data_dir)
-                                                                    .expanduser()),
+  spec = input_pipeline.SourceSpec(name=args.dataset, data_dir=str(paths.as_path(args.data_dir)),
                                    split=args.split, native_gsd_m=0.0)
   dataset = input_pipeline.eval_dataset([spec], args.image_size)
   results, counts, samples = evaluate_models(models, dataset, args.batch_size, protocol,

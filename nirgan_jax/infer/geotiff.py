@@ -18,7 +18,8 @@ import rasterio
 from rasterio import warp
 from rasterio.windows import Window
 
-from data_prep import contract
+from data_prep import contract, raster
+from nirgan_jax import errors
 from nirgan_jax.errors import NirganError
 
 DEFAULT_SCALES = {"uint8": 255.0, "uint16": contract.REFLECTANCE_SCALE,
@@ -30,12 +31,37 @@ class RasterError(NirganError):
 
 
 def open_raster(path: Path) -> rasterio.DatasetReader:
+  """The raster at ``path``, opened; a missing, unreadable or incomplete one is refused."""
   if not path.exists():
     raise RasterError(f"{path}: no such file")
   try:
-    return rasterio.open(path)
+    dataset = rasterio.open(path)
   except rasterio.errors.RasterioIOError as e:
-    raise RasterError(f"{path}: not a readable raster ({e})") from e
+    raise RasterError(f"{path}: not a readable raster ({errors.one_line(e)})") from e
+  except UnicodeEncodeError as e:  # rasterio passes names to GDAL as UTF-8
+    raise RasterError(f"{path}: the file name is not valid UTF-8, which GDAL cannot open; "
+                      "rename the file") from e
+  problem = raster.unstored_pixels(dataset)
+  if problem:
+    dataset.close()
+    raise RasterError(f"{path}: {problem}")
+  return dataset
+
+
+def unreadable(path: str | Path, error: rasterio.errors.RasterioIOError) -> RasterError:
+  """The error for pixels of ``path`` that GDAL fails to decode (rasterio's own message only
+  points to its cause)."""
+  return RasterError(f"{path}: unreadable pixels ({errors.one_line(error.__cause__ or error)})")
+
+
+def check_values(path: Path, dataset: rasterio.DatasetReader, scale: float | None) -> None:
+  """Refuses values that cannot be read as reflectance: complex numbers, or integers of a type
+  without a default scale (int8, 32-bit) unless ``scale`` gives one."""
+  dtype = dataset.dtypes[0]
+  if dtype.startswith("complex"):
+    raise RasterError(f"{path}: holds complex values ({dtype}), not reflectance")
+  if scale is None and dtype not in DEFAULT_SCALES and not dtype.startswith("float"):
+    raise RasterError(f"{path}: {dtype} values have no default reflectance scale; pass --scale")
 
 
 def input_scale(dataset: rasterio.DatasetReader, scale: float | None = None) -> float:
@@ -78,13 +104,20 @@ class GeoTiffSource:
     return Window(self.window.col_off + cols.start, self.window.row_off + rows.start,
                   cols.stop - cols.start, rows.stop - rows.start)
 
+  def _read(self, read, rows: slice, cols: slice) -> np.ndarray:
+    """``read`` (the dataset's ``read`` or ``read_masks``) of the bands over a window."""
+    try:
+      return read(self.bands, window=self._raster_window(rows, cols))
+    except rasterio.errors.RasterioIOError as e:
+      raise unreadable(self.dataset.name, e) from e
+
   def reflectance(self, rows: slice, cols: slice) -> np.ndarray:
     """(h, w, 3) float32 stored values / scale, as stored: neither clipped nor NaN-free."""
-    data = self.dataset.read(self.bands, window=self._raster_window(rows, cols))
+    data = self._read(self.dataset.read, rows, cols)
     return np.moveaxis(data.astype(np.float32) / self.scale, 0, -1)
 
   def read(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
-    masks = self.dataset.read_masks(self.bands, window=self._raster_window(rows, cols))
+    masks = self._read(self.dataset.read_masks, rows, cols)
     reflectance = self.reflectance(rows, cols)
     # A float raster may mark nodata with NaN without declaring a nodata value.
     valid = masks.all(axis=0) & np.isfinite(reflectance).all(axis=-1)

@@ -4,7 +4,8 @@
         [--input_order rgb|bgr]
     python -m nirgan_jax.import_torch satclip SATCLIP.ckpt --out DIR
 
-Both write a model directory (``nirgan_jax.model_io``). The architecture (ngf,
+Both write a model directory (``nirgan_jax.model_io``); either path may be local or a cloud
+URI (``gs://``). The architecture (ngf,
 number of ResNet blocks, ndf, PatchGAN depth, SatCLIP degree and widths,
 post-correction) is read off the tensor shapes; what shapes cannot tell (the
 injection style, the harmonics convention when the checkpoint does not record it)
@@ -23,9 +24,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -34,7 +36,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from nirgan_jax import errors, models
+from nirgan_jax import errors, models, paths
 from nirgan_jax.errors import NirganError
 from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
@@ -54,7 +56,7 @@ class CheckpointError(NirganError):
 # --------------------------------------------------------------------------- loading
 
 
-def load_torch_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_torch_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """(state_dict as float32 numpy, hyper_parameters) of a Lightning ``.ckpt`` or a state_dict."""
   try:
     import torch
@@ -63,14 +65,18 @@ def load_torch_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict
                           "'nirgan-jax[test]' (or any torch)") from e
   import pickle
 
-  path = Path(path)
+  path = paths.as_path(path)  # local or cloud: torch reads it through a file object
   if not path.is_file():
     raise CheckpointError(f"{path}: no such file")
   try:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    with path.open("rb") as f, warnings.catch_warnings():
+      # Said of any plain pickle; the weights-only unpickler reads it or refuses it below.
+      warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+      ckpt = torch.load(f, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     try:
-      needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+      with path.open("rb") as f:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(f)
     except Exception:  # the file may not even be a zip archive
       needed = []
     detail = f" It would construct: {', '.join(needed)}." if needed else ""
@@ -80,12 +86,16 @@ def load_torch_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict
         f"its 'state_dict' (and plain-dict 'hyper_parameters') with torch.save from an "
         f"environment you trust.") from e
   except Exception as e:
-    raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+    raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                          f"({errors.one_line(e)})") from e
 
   if not isinstance(ckpt, dict):
     raise CheckpointError(f"{path}: expected a dict, found {type(ckpt).__name__}")
   state_dict = ckpt.get("state_dict", ckpt)
-  hyper_parameters = dict(ckpt.get("hyper_parameters") or {})
+  hyper_parameters = ckpt.get("hyper_parameters") or {}
+  for name, value in (("state_dict", state_dict), ("hyper_parameters", hyper_parameters)):
+    if not isinstance(value, dict):
+      raise CheckpointError(f"{path}: its {name} is a {type(value).__name__}, not a dict")
   arrays = {}
   for key, value in state_dict.items():
     if isinstance(value, torch.Tensor):
@@ -176,12 +186,16 @@ def _fill(state_dict: dict[str, np.ndarray], tensors: Iterable[Tensor], target: 
     if t.torch_key not in state_dict:
       problems.append(f"missing key {t.torch_key}")
       continue
-    value = t.transform(state_dict[t.torch_key])
+    tensor = state_dict[t.torch_key]
     want = tuple(expected[t.flax_path].shape)
-    if value.shape != want:
-      problems.append(f"shape mismatch for {t.torch_key}: checkpoint "
-                      f"{tuple(state_dict[t.torch_key].shape)} gives {value.shape}, "
-                      f"model expects {want}")
+    try:
+      value = t.transform(tensor)
+    except ValueError:  # a tensor of another rank than the layer's
+      value = None
+    if value is None or value.shape != want:
+      got = "" if value is None else f" gives {value.shape},"
+      problems.append(f"shape mismatch for {t.torch_key}: checkpoint {tuple(tensor.shape)}"
+                      f"{got} model expects {want}")
       continue
     flat[t.flax_path] = value.astype(np.float32)
   return traverse_util.unflatten_dict(flat)
@@ -195,8 +209,7 @@ def _unexpected(state_dict, used: set[str], prefixes, ignored) -> list[str]:
 
 def _raise_if(problems: list[str], what: str) -> None:
   if problems:
-    listing = "\n  ".join(problems)
-    raise CheckpointError(f"{what} does not fit the architecture:\n  {listing}")
+    raise CheckpointError(f"{what} does not fit the architecture: {'; '.join(problems)}")
 
 
 # --------------------------------------------------------------------------- inference of sizes
@@ -347,8 +360,8 @@ def taking_rgb(params: dict[str, Any], input_order: str) -> dict[str, Any]:
   return out
 
 
-def import_nirgan(path: str | Path, inject_style: str = "multiply", harmonics: str | None = None,
-                  input_order: str = "rgb"
+def import_nirgan(path: str | os.PathLike, inject_style: str = "multiply",
+                  harmonics: str | None = None, input_order: str = "rgb"
                   ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
   """(params, config) of a NIR-GAN checkpoint; the model takes RGB whatever ``input_order``
   (the colour order the checkpoint was trained on) is."""
@@ -360,11 +373,11 @@ def import_nirgan(path: str | Path, inject_style: str = "multiply", harmonics: s
   except CheckpointError as e:
     raise CheckpointError(f"{path}: {e}") from e
   config.source = ml_collections.ConfigDict(dict(
-      format="pytorch", checkpoint=Path(path).name, input_order=input_order))
+      format="pytorch", checkpoint=paths.as_path(path).name, input_order=input_order))
   return params, config
 
 
-def import_satclip(path: str | Path, harmonics: str | None = None
+def import_satclip(path: str | os.PathLike, harmonics: str | None = None
                    ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
   state_dict, hyper_parameters = load_torch_checkpoint(path)
   try:
@@ -412,7 +425,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  out = Path(args.out)
+  out = paths.as_path(args.out)
   if out.exists() and not args.overwrite:
     raise errors.UsageError(f"{out}: output exists (pass --overwrite to replace it)")
   model_io.check_output(out, args.overwrite)

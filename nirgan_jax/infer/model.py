@@ -1,21 +1,22 @@
 """A trained generator ready to predict: from an exported (or imported) model directory, or
-straight from an original NIR-GAN PyTorch ``.ckpt``. Used by predict, evaluate and
-timeseries; needs none of the training code."""
+straight from an original NIR-GAN PyTorch ``.ckpt``, local or on cloud storage. Used by
+predict, evaluate and timeseries; needs none of the training code."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax import export as jax_export
 
-from nirgan_jax import models
+from nirgan_jax import errors, models, paths
 from nirgan_jax.infer import model_io
 
 
@@ -57,14 +58,14 @@ class Model:
     return np.asarray(out)
 
 
-def load_model(path: str | Path, conv_impl: str | None = "auto",
+def load_model(path: str | os.PathLike, conv_impl: str | None = "auto",
                inject_style: str = "multiply") -> Model:
   """A model directory (export, ``import_torch``) or an original NIR-GAN ``.ckpt``.
 
   ``conv_impl`` replaces the one the model was trained with ("auto": the fastest on this
   platform; None keeps it). ``inject_style`` applies to ``.ckpt`` files only.
   """
-  path = Path(path).expanduser()
+  path = paths.as_path(path)
   if not path.exists():
     raise model_io.ModelDirError(f"{path}: no such model directory or checkpoint")
   if path.is_dir():
@@ -75,14 +76,32 @@ def load_model(path: str | Path, conv_impl: str | None = "auto",
     params, config = import_torch.import_nirgan(path, inject_style)
   if "generator" not in params:
     raise model_io.ModelDirError(f"{path}: holds no generator (it has {sorted(params)})")
-  if models.uses_location(config) and "satclip" not in params:
-    raise model_io.ModelDirError(
-        f"{path}: the generator injects SatCLIP but no SatCLIP encoder is stored with it; "
-        "export it from a training run, or import the NIR-GAN checkpoint that embeds it")
   config = ml_collections.ConfigDict(config.to_dict())
+  check_model(path, config, params)
   if conv_impl is not None:
     config.model.conv_impl = conv_impl
   return Model(config, params, str(path))
+
+
+def check_model(path: str | os.PathLike, config: ml_collections.ConfigDict,
+                params: dict[str, Any]) -> None:
+  """Refuses, naming ``path``, a config that is not a model's or parameters that do not fit
+  it: the inference function is traced on them (nothing is compiled), so that they fail
+  here, not with a traceback half-way through a prediction."""
+  probe = (jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32),
+           jax.ShapeDtypeStruct((1, 2), jnp.float32))
+  try:
+    no_satclip = models.uses_location(config) and "satclip" not in params
+    if not no_satclip:
+      jax.eval_shape(inference_fn(config), params["generator"], params.get("satclip", {}),
+                     *probe)
+  except (AttributeError, KeyError, TypeError, ValueError, flax.errors.FlaxError) as e:
+    raise model_io.ModelDirError(f"{path}: its config and parameters do not make a model "
+                                 f"({errors.one_line(e)})") from e
+  if no_satclip:
+    raise model_io.ModelDirError(
+        f"{path}: the generator injects SatCLIP but no SatCLIP encoder is stored with it; "
+        "export it from a training run, or import the NIR-GAN checkpoint that embeds it")
 
 
 def inference_fn(config: ml_collections.ConfigDict, pad: bool = True
@@ -101,10 +120,10 @@ def inference_fn(config: ml_collections.ConfigDict, pad: bool = True
   return predict
 
 
-def load_exported(model_dir: str | Path) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def load_exported(model_dir: str | os.PathLike) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """``f(rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)`` from a model directory's serialized
   program and its parameters: needs neither the model code nor the config."""
-  model_dir = Path(model_dir)
+  model_dir = paths.as_path(model_dir)
   path = model_dir / model_io.EXPORTED_FILE
   if not path.is_file():
     raise model_io.ModelDirError(

@@ -8,21 +8,26 @@ Layout of ``DIR``::
     DIR/generator.jax_export   optional serialized inference program (``export``)
 
 Written by the PyTorch import and by export; read by predict, evaluate and
-fine-tuning. Writing goes to a temporary sibling directory that is renamed at the
-end (``outputs.replacing``), so a failed write never leaves a directory that looks complete.
+fine-tuning. Paths may be local or cloud URIs (``nirgan_jax.paths``). Writing goes to a
+temporary sibling directory that is renamed at the end (``outputs.replacing``), so a failed
+write never leaves a directory that looks complete; cloud storage has no atomic rename, so
+there the files are written in place with ``config.json`` last, and a failed write leaves a
+directory that does not load.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
+from nirgan_jax import paths
 from nirgan_jax.errors import NirganError
 from nirgan_jax.infer import outputs
 
@@ -35,56 +40,70 @@ class ModelDirError(NirganError):
   """A model directory is missing, incomplete or unreadable."""
 
 
-def save_model_dir(path: str | Path, params: dict[str, Any],
+def save_model_dir(path: str | os.PathLike, params: dict[str, Any],
                    config: ml_collections.ConfigDict, overwrite: bool = False,
-                   extra_files: dict[str, bytes] | None = None) -> Path:
+                   extra_files: dict[str, bytes] | None = None) -> epath.Path:
   """Writes ``params`` (a dict of named parameter trees), ``config`` and any
   ``extra_files`` (name -> content) to ``path``."""
-  path = Path(path).absolute()
+  path = paths.as_path(path)
   check_output(path, overwrite)
-  with outputs.replacing(path, directory=True, replaceable=is_model_dir) as tmp:
-    host_params = jax.tree.map(np.asarray, params)
+
+  def write(folder: epath.Path) -> None:
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / PARAMS_DIR, host_params)
+    checkpointer.save(folder / PARAMS_DIR, jax.tree.map(np.asarray, params))
     checkpointer.wait_until_finished()
-    (tmp / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
     for name, content in (extra_files or {}).items():
-      (tmp / name).write_bytes(content)
+      (folder / name).write_bytes(content)
+    (folder / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  if paths.is_cloud(path):
+    if path.exists():  # a model directory that check_output allowed to replace
+      path.rmtree()
+    write(path)
+  else:
+    with outputs.replacing(path, directory=True, replaceable=is_model_dir) as tmp:
+      write(epath.Path(tmp))
   return path
 
 
-def is_model_dir(path: str | Path) -> bool:
+def is_model_dir(path: str | os.PathLike) -> bool:
   """Whether ``path`` is a directory ``save_model_dir`` wrote (and nothing else): the only
   kind of directory an ``--overwrite`` may replace."""
-  path = Path(path)
+  path = paths.as_path(path)
   known = {CONFIG_FILE, PARAMS_DIR, EXPORTED_FILE}
   return (path.is_dir() and (path / CONFIG_FILE).is_file() and (path / PARAMS_DIR).is_dir()
           and {p.name for p in path.iterdir()} <= known)
 
 
-def check_output(path: str | Path, overwrite: bool) -> None:
+def check_output(path: str | os.PathLike, overwrite: bool) -> None:
   """Refuses, before any work, an output path that exists unless ``overwrite`` and it is a
   model directory (a training run, or any other folder, is never replaced)."""
-  path = Path(path)
+  path = paths.as_path(path)
   outputs.check_new(path, overwrite)
-  if (path.exists() or path.is_symlink()) and not is_model_dir(path):
+  if outputs.exists(path) and not is_model_dir(path):
     raise outputs.OutputError(f"{path}: exists and is not a model directory; refusing to "
                               "replace it")
+  outputs.check_writable(path)
 
 
-def load_config(path: str | Path) -> ml_collections.ConfigDict:
-  config_file = Path(path) / CONFIG_FILE
+def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  config_file = paths.as_path(path) / CONFIG_FILE
   if not config_file.is_file():
     raise ModelDirError(f"{path}: not a model directory ({CONFIG_FILE} is missing)")
   try:
-    return ml_collections.ConfigDict(json.loads(config_file.read_text()))
-  except json.JSONDecodeError as e:
+    config = json.loads(config_file.read_text())
+  except ValueError as e:  # not UTF-8, or not JSON
     raise ModelDirError(f"{config_file}: not valid JSON ({e})") from e
+  if not isinstance(config, dict):
+    raise ModelDirError(f"{config_file}: not a config (a JSON {type(config).__name__}, not an "
+                        "object)")
+  return ml_collections.ConfigDict(config)
 
 
-def load_model_dir(path: str | Path) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
+def load_model_dir(path: str | os.PathLike
+                   ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
   """(params, config) of a directory written by ``save_model_dir``; params as numpy."""
-  path = Path(path).absolute()
+  path = paths.as_path(path)
   config = load_config(path)
   if not (path / PARAMS_DIR).is_dir():
     raise ModelDirError(f"{path}: not a model directory ({PARAMS_DIR}/ is missing)")

@@ -4,6 +4,8 @@ Every file or directory a tool writes is first written to a temporary sibling (s
 so the final rename is atomic) and renamed into place at the end; a failure removes the
 sibling and leaves any previous output untouched. The result gets the permissions the
 process's umask gives a newly created file or directory, as a plain ``open()`` would.
+On cloud storage (``gs://``...), which has no rename, a file is written in place: an object
+appears only once its upload is complete.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from nirgan_jax import paths
 from nirgan_jax.errors import NirganError
 
 
@@ -41,14 +44,23 @@ def current_umask() -> int:
     return 0o777 & ~probe.stat().st_mode
 
 
-def check_new(path: Path, overwrite: bool) -> None:
-  """Refuses an existing output unless it may be replaced."""
-  if path.exists() and not overwrite:
+def check_new(path: str | os.PathLike, overwrite: bool) -> None:
+  """Refuses an existing output (local or cloud) unless it may be replaced."""
+  if paths.as_path(path).exists() and not overwrite:
     raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
 
 
-def check_writable(path: Path) -> None:
-  """Refuses an output whose nearest existing folder is a file or is not writable."""
+def exists(path: str | os.PathLike) -> bool:
+  """Whether anything is at ``path`` (local or cloud), a dangling symlink included."""
+  return paths.as_path(path).exists() if paths.is_cloud(path) else os.path.lexists(path)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+  """Refuses a local output whose nearest existing folder is a file or is not writable (on
+  cloud storage the write itself reports what the storage refuses)."""
+  if paths.is_cloud(path):
+    return
+  path = Path(path)
   folder = path.parent
   while not folder.exists():
     folder = folder.parent
@@ -103,13 +115,13 @@ def replacing(path: str | Path, directory: bool = False,
               replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
   """Yields a new temporary sibling of ``path`` (an empty file, or with ``directory`` an
   empty directory) to write the output into; renames it onto ``path`` when the block ends
-  normally, removes it when the block raises.
+  normally, removes it when the block raises. ``path`` must be local.
 
   An existing ``path`` is replaced only if it is of the same kind (file or directory) and
   ``replaceable(path)`` (default: any) says it is an output of this kind, so that nothing
   else a user owns is ever deleted.
   """
-  path = Path(path)
+  path = paths.local_path(path, "it is written through a temporary sibling renamed into place")
   if path.exists() or path.is_symlink():
     same_kind = path.is_dir() == directory and not path.is_symlink()
     if not same_kind or (replaceable is not None and not replaceable(path)):
@@ -136,7 +148,16 @@ def replacing(path: str | Path, directory: bool = False,
     raise
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-  """Writes ``data`` to ``path`` through a temporary sibling renamed into place."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+  """Writes ``data`` to ``path`` through a temporary sibling renamed into place, or on cloud
+  storage as one object."""
+  if paths.is_cloud(path):
+    path = paths.as_path(path)
+    if path.is_dir():
+      raise OutputError(f"{path}: exists and is not a file this tool wrote; refusing to "
+                        "replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return
   with replacing(path) as tmp:
     tmp.write_bytes(data)

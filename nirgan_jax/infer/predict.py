@@ -6,7 +6,8 @@
         [--match_histogram REF.tif [--match_band 1] [--match_scale 10000]] [--overwrite]
 
 MODEL is a model directory (``nirgan_jax.export`` or ``nirgan_jax.import_torch``) or an
-original NIR-GAN ``.ckpt``. The raster is read window by window (``geotiff``) and predicted
+original NIR-GAN ``.ckpt``, local or on cloud storage (``gs://``); the GeoTIFFs are local
+files. The raster is read window by window (``geotiff``) and predicted
 in overlapping tiles, blended with a smooth window (``tiled``, ``tiling``); memory is bounded
 by one strip of tiles. Each tile's SatCLIP location is its centre, from the raster's CRS
 (``--lonlat`` for rasters without one). Outputs (``products``) keep the CRS, transform and
@@ -29,12 +30,15 @@ import rasterio.shutil
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from nirgan_jax import errors
+from nirgan_jax import errors, paths
 from nirgan_jax.errors import NirganError
 from nirgan_jax.infer import geotiff, outputs, products, tiled, tiling
 from nirgan_jax.infer.model import Model, load_model
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+# GDAL reads and writes through local files here (and the output's atomic rename needs them).
+LOCAL_INPUT = "GeoTIFF inputs are read from the local filesystem"
+LOCAL_OUTPUT = "GeoTIFF outputs are written on the local filesystem"
 GDAL_CACHE_MB = 128
 
 
@@ -90,8 +94,8 @@ def _predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
     if valid == 0:
       raise geotiff.RasterError(f"{in_path}: every pixel is nodata")
     if options.match_histogram:
-      products.match_histogram(nir_path, Path(options.match_histogram), options.match_band,
-                               options.match_scale)
+      products.match_histogram(nir_path, paths.local_path(options.match_histogram, LOCAL_INPUT),
+                               options.match_band, options.match_scale)
     product = Path(scratch) / "product.tif" if options.cog else final
     products.write_product(source, nir_path, product, options.output, options.dtype,
                            options.tile)
@@ -105,17 +109,17 @@ def _predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-  paths = []
+  rasters = []
   for name in inputs:
-    path = Path(name)
+    path = paths.local_path(name, LOCAL_INPUT)
     if path.is_dir():
       found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
       if not found:
         raise PredictError(f"{path}: folder holds no .tif/.tiff file")
-      paths += found
+      rasters += found
     else:
-      paths.append(path)
-  return paths
+      rasters.append(path)
+  return rasters
 
 
 def output_paths(inputs: list[Path], out: Path, options: Options) -> list[Path]:
@@ -143,14 +147,18 @@ def check_input(path: Path, options: Options, needs_location: bool) -> None:
     if max(options.bands) > src.count or min(options.bands) < 1:
       raise geotiff.RasterError(f"{path}: has {src.count} band(s); --bands {options.bands} "
                                 f"needs {max(options.bands)}")
+    geotiff.check_values(path, src, options.scale)
     if needs_location and options.lonlat is None and src.crs is None:
       raise geotiff.RasterError(f"{path}: has no CRS, so tile locations are unknown; pass "
                                 "--lonlat LON,LAT (the model injects SatCLIP)")
     # A decimated look at the mask: cheap even for a 10,000 px scene.
     factor = max(1, math.ceil(max(src.height, src.width) / 1024))
     shape = (max(1, src.height // factor), max(1, src.width // factor))
-    mask = src.read_masks(list(options.bands), out_shape=(3, *shape)).all(axis=0)
-    mask &= np.isfinite(src.read(list(options.bands), out_shape=(3, *shape))).all(axis=0)
+    try:
+      mask = src.read_masks(list(options.bands), out_shape=(3, *shape)).all(axis=0)
+      mask &= np.isfinite(src.read(list(options.bands), out_shape=(3, *shape))).all(axis=0)
+    except rasterio.errors.RasterioIOError as e:
+      raise geotiff.unreadable(path, e) from e
     if not mask.any():
       raise geotiff.RasterError(f"{path}: every pixel is nodata")
 
@@ -224,14 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   options = options_from_args(args)
   inputs = expand_inputs(args.inputs)
-  out_paths = output_paths(inputs, Path(args.out), options)
+  out_paths = output_paths(inputs, paths.local_path(args.out, LOCAL_OUTPUT), options)
   for path in out_paths:
     outputs.check_writable(path)
   model = load_model(args.model, inject_style=args.inject_style)
   for path in inputs:
     check_input(path, options, model.uses_location)
   if options.match_histogram:
-    with geotiff.open_raster(Path(options.match_histogram)):
+    with geotiff.open_raster(paths.local_path(options.match_histogram, LOCAL_INPUT)):
       pass
   for in_path, out_path in zip(inputs, out_paths, strict=True):
     predict_file(model, in_path, out_path, options, progress=not args.quiet)

@@ -27,7 +27,7 @@ import numpy as np
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from nirgan_jax import errors, indices
+from nirgan_jax import errors, indices, paths
 from nirgan_jax.infer import figures, geotiff, outputs, predict, tiled
 from nirgan_jax.infer.model import Model, load_model
 
@@ -180,20 +180,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 @errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  out = Path(args.out)
-  csv_path = Path(args.csv) if args.csv else out.with_suffix(".csv")
+  out = paths.as_path(args.out)
+  csv_path = paths.as_path(args.csv) if args.csv else out.with_suffix(".csv")
   for path in (out, csv_path):
     outputs.check_new(path, args.overwrite)
-  folder = Path(args.folder)
+    outputs.check_writable(path)
+  folder = paths.local_path(args.folder, predict.LOCAL_INPUT)
   if not folder.is_dir():
     raise predict.PredictError(f"{folder}: not a folder")
-  paths = predict.expand_inputs([str(folder)])
+  rasters = predict.expand_inputs([str(folder)])
   options = predict.options_from_args(args)
   model = load_model(args.model)
-  for path in paths:
+  for path in rasters:
     predict.check_input(path, options, model.uses_location)
+    with geotiff.open_raster(path) as src:
+      parse_date(path, src.tags())  # an undated raster fails before any prediction
   observations = []
-  for path in tqdm(paths, desc="dates", unit="raster", disable=args.quiet):
+  for path in tqdm(rasters, desc="dates", unit="raster", disable=args.quiet):
     observations.append(observe(model, path, options, args.window, args.nir_band))
   observations.sort(key=lambda o: o.date)
   fig = plot(observations, f"{folder.name}: {len(observations)} dates")

@@ -15,14 +15,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nirgan_jax import errors
-from nirgan_jax.train import loop
-from nirgan_jax.train.preemption import Preempted
+from nirgan_jax import errors, paths
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and TensorBoard logs.")
-flags.mark_flags_as_required(["workdir"])
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
@@ -30,9 +28,47 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-process)."
 EXIT_PREEMPTED = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """``FLAGS(argv)``, but a bad command line (a flag value of the wrong type, an override of a
+  key the config does not have, a config file that is missing or fails to load) stops the
+  program with one line and exit status 2, not absl's two lines or a traceback."""
+  try:
+    argv = FLAGS(argv)
+    FLAGS.config.keys()  # a config file that failed to load raises only once used
+    return argv
+  except flags.Error as e:
+    problem = str(e)
+  except (AttributeError, KeyError) as e:  # ml_collections: an unknown key
+    problem = _unknown_key(argv, e)
+  except OSError as e:  # ml_collections: the config file failed to load; the cause comes last
+    problem = f"--config: {str(e).strip().splitlines()[-1].strip()}"
+  except Exception as e:  # the config file raised (a SyntaxError, ...)
+    problem = f"--config: {type(e).__name__}: {errors.one_line(e)}"
+  sys.exit(errors.report(errors.UsageError(problem)))
+
+
+def _unknown_key(argv: list[str], error: AttributeError | KeyError) -> str:
+  """``--config.a.b=1: the config has no key 'b'``, from ml_collections' KeyError (wrapped in
+  an AttributeError), whose text is the quoted key and maybe a line 'Did you mean ...?'."""
+  while error.args and isinstance(error.args[0], KeyError):
+    error = error.args[0]
+  key, _, hint = str(error.args[0] if error.args else error).partition("\n")
+  key = key.strip("'\"")
+  flag = next((arg for arg in argv if arg.startswith("--config.")
+               and key in arg.partition("=")[0].split(".")), "--config")
+  return f"{flag}: the config has no key {key!r}" + (f" ({hint.strip()})" if hint else "")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  workdir = paths.as_path(FLAGS.workdir)
+  if workdir.exists() and not workdir.is_dir():
+    sys.exit(errors.report(errors.UsageError(f"--workdir {workdir}: is a file, not a folder")))
+  # Imported only now: a bad command line is answered before JAX and TensorFlow load.
+  from nirgan_jax.train import loop
+  from nirgan_jax.train.preemption import Preempted
+
   if os.environ.get("NIRGAN_DISTRIBUTED") == "1" or FLAGS.coordinator_address:
     import jax
 
@@ -55,7 +91,7 @@ def run():
   script = sys.modules["__main__"]
   if script.__doc__ is None:
     script.__doc__ = f"{__doc__}\nflags:\n{FLAGS.module_help(__name__)}"
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ Grain iterator, and JSON metadata (config, input-pipeline fingerprint, plateau s
 keeping the latest and the best N by validation L1.
 
 Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,satclip,data_iter,metadata}``.
-Paths may be local or on cloud storage (``gs://...``, through ``etils.epath``).
+Paths may be local or on cloud storage (``gs://...``, ``nirgan_jax.paths``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from nirgan_jax.errors import NirganError
+from nirgan_jax import paths
+from nirgan_jax.errors import NirganError, UsageError, one_line
 
 VAL_METRIC = "val_l1"
 CHECKPOINTS_DIR = "checkpoints"
@@ -47,7 +48,7 @@ def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.Checkpoint
       # The parameter items are written in background threads while training goes on; a
       # step directory appears only once complete (Orbax's atomic rename).
       enable_async_checkpointing=True)
-  return ocp.CheckpointManager(as_path(directory), options=options)
+  return ocp.CheckpointManager(paths.as_path(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, satclip_params,
@@ -83,14 +84,15 @@ def restore(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_it
   return restored.generator, restored.discriminator, restored.metadata
 
 
-def as_path(path: str | os.PathLike) -> epath.Path:
-  """A local (made absolute, ``~`` expanded) or cloud storage path."""
-  return epath.Path(os.path.expanduser(os.fspath(path))).absolute()
+def restore_metadata(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The JSON metadata of ``step`` alone (config, pipeline fingerprint, reader, plateau)."""
+  return manager.restore(step, args=ocp.args.Composite(
+      metadata=ocp.args.JsonRestore())).metadata
 
 
 def checkpoints_dir(path: str | os.PathLike) -> epath.Path:
   """The Orbax directory of a run: ``path`` itself or ``path/checkpoints``."""
-  path = as_path(path)
+  path = paths.as_path(path)
   if (path / CHECKPOINTS_DIR).is_dir():
     return path / CHECKPOINTS_DIR
   if path.is_dir() and any(p.name.isdigit() for p in path.iterdir()):
@@ -100,8 +102,9 @@ def checkpoints_dir(path: str | os.PathLike) -> epath.Path:
 
 
 def open_read_only(path: str | os.PathLike) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(read_only=True, best_fn=lambda m: m[VAL_METRIC],
-                                         best_mode="min")
+  # save_interval_steps and create as read_only forces them (else Orbax warns that it does).
+  options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False,
+                                         best_fn=lambda m: m[VAL_METRIC], best_mode="min")
   return ocp.CheckpointManager(checkpoints_dir(path), options=options)
 
 
@@ -113,13 +116,14 @@ def resolve_step(manager: ocp.CheckpointManager, which: str | int) -> int:
   if which == "latest":
     return manager.latest_step()
   if which == "best":
-    return manager.best_step()
+    best = manager.best_step()  # None when no step has metrics
+    return manager.latest_step() if best is None else best
   if isinstance(which, int) or str(which).isdigit():
     if int(which) not in steps:
       raise CheckpointNotFoundError(f"{manager.directory}: no checkpoint of step {which}; "
                                     f"there are {sorted(steps)}")
     return int(which)
-  raise ValueError(f"step must be 'best', 'latest' or a number, not {which!r}")
+  raise UsageError(f"step must be 'best', 'latest' or a number, not {which!r}")
 
 
 def _restore_on_one_device(item_dir: epath.Path) -> Any:
@@ -142,11 +146,12 @@ def restore_weights(path: str | os.PathLike, which: str | int = "best"
   step = resolve_step(manager, which)
   step_dir = epath.Path(manager.directory) / str(step)
   params = {}
-  for item in WEIGHT_ITEMS:
-    if (step_dir / item).is_dir():
-      restored = _restore_on_one_device(step_dir / item)
-      params[item] = jax.tree.map(np.asarray, restored["params"] if item != "satclip"
-                                  else restored)
-  metadata = manager.restore(step, args=ocp.args.Composite(
-      metadata=ocp.args.JsonRestore())).metadata
-  return params, metadata, step
+  try:
+    for item in WEIGHT_ITEMS:
+      if (step_dir / item).is_dir():
+        restored = _restore_on_one_device(step_dir / item)
+        params[item] = jax.tree.map(np.asarray, restored["params"] if item != "satclip"
+                                    else restored)
+    return params, restore_metadata(manager, step), step
+  except Exception as e:  # Orbax raises a variety of types for damaged checkpoints.
+    raise NirganError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e

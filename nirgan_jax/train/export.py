@@ -6,26 +6,28 @@
 Writes a model directory (``model_io``: ``config.json`` with the architecture sections and
 ``params/`` with the generator and, if the model injects SatCLIP, the encoder) that
 ``predict`` and ``evaluate`` load without any training code, the same format the PyTorch
-import writes. ``--jax_export`` adds ``generator.jax_export``: a serialized ``jax.export``
-program of the whole inference function (pad, SatCLIP embedding, generator, crop) with
-symbolic batch, height and width, lowered for cpu, cuda and tpu; the weights stay in
-``params/`` and are passed as arguments (``load_exported``).
+import writes; ``--workdir`` and ``--out`` may be local or cloud URIs (``gs://``).
+``--jax_export`` adds ``generator.jax_export``: a serialized ``jax.export`` program of the
+whole inference function (pad, SatCLIP embedding, generator, crop) with symbolic batch, height
+and width, lowered for cpu, cuda and tpu; the weights stay in ``params/`` and are passed as
+arguments (``load_exported``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax import export as jax_export
 
-from nirgan_jax import errors, models
+from nirgan_jax import errors, models, paths
 from nirgan_jax.infer import model as infer_model
 from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
@@ -59,10 +61,10 @@ def export_program(config: ml_collections.ConfigDict, params: dict[str, Any]) ->
   return exported.serialize()
 
 
-def export_model(workdir: str | Path, out: str | Path, which: str | int = "best",
-                 with_program: bool = False, overwrite: bool = False) -> Path:
+def export_model(workdir: str | os.PathLike, out: str | os.PathLike, which: str | int = "best",
+                 with_program: bool = False, overwrite: bool = False) -> epath.Path:
   """Writes the inference model directory of ``workdir``'s checkpoint ``which``."""
-  out = Path(out)
+  out = paths.as_path(out)
   model_io.check_output(out, overwrite)
   params, metadata, step = checkpointing.restore_weights(workdir, which)
   config = ml_collections.ConfigDict(metadata["config"])
@@ -74,7 +76,7 @@ def export_model(workdir: str | Path, out: str | Path, which: str | int = "best"
   if "satclip" in params:
     weights["satclip"] = params["satclip"]
   model_cfg.source = ml_collections.ConfigDict(dict(
-      workdir=str(Path(workdir).absolute()), step=step, seed=config.seed))
+      workdir=str(paths.as_path(workdir)), step=step, seed=config.seed))
   extra = {model_io.EXPORTED_FILE: export_program(model_cfg, weights)} if with_program else {}
   return model_io.save_model_dir(out, weights, model_cfg, overwrite=overwrite, extra_files=extra)
 
@@ -95,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  if args.step not in ("best", "latest") and not args.step.isdigit():
+    raise errors.UsageError(f"--step must be best, latest or a step number, got {args.step!r}")
   out = export_model(args.workdir, args.out, args.step, args.jax_export, args.overwrite)
   params, config = model_io.load_model_dir(out)
   print(f"wrote {out} (step {config.source.step}; generator "

@@ -4,7 +4,6 @@ fresh workdir, the networks to fine-tune (``init.checkpoint``)."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nirgan_jax import errors, models
+from nirgan_jax import errors, models, paths
 from nirgan_jax.infer import import_torch, model_io
 from nirgan_jax.train import checkpointing
 from nirgan_jax.train import mesh as mesh_lib
@@ -42,10 +41,11 @@ def load_satclip_params(config: ml_collections.ConfigDict, nirgan: models.NIRGAN
                        "and demos (the location prior is then meaningless)")
     logging.warning("SatCLIP encoder randomly initialised (satclip.allow_random_init)")
     return models.init_location_encoder(nirgan, rng)
-  if Path(path).is_dir():
-    params, saved = model_io.load_model_dir(path)
+  source = paths.as_path(path)
+  if source.is_dir():
+    params, saved = model_io.load_model_dir(source)
   else:
-    params, saved = import_torch.import_satclip(path)
+    params, saved = import_torch.import_satclip(source)
   for key in ("legendre_polys", "harmonics", "dim_hidden", "num_hidden_layers", "embed_dim"):
     if saved.satclip[key] != config.satclip[key]:
       raise errors.ConfigError(f"satclip.{key}={config.satclip[key]!r} but {path} has "
@@ -60,7 +60,7 @@ def load_init_weights(config: ml_collections.ConfigDict) -> dict[str, Any]:
   path = config.init.checkpoint
   if not path:
     return {}
-  source = Path(path).expanduser()
+  source = paths.as_path(path)
   if not source.exists():
     raise checkpointing.CheckpointNotFoundError(
         f"init.checkpoint {path}: no such file or directory")
