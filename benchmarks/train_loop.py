@@ -1,7 +1,7 @@
 """The training loop against the bare step: how much of the step's speed the loop delivers.
 
     python benchmarks/train_loop.py [--size tiny] [--batch 8] [--steps 300] [--log_every 50]
-        [--workers 0] [--source memory|tfds]
+        [--workers 0|N|auto] [--source memory|tfds]
 
 In one run: (1) the jitted training step alone on a resident batch, (2) the real
 ``train_and_evaluate`` on the same model and batch size, fed by the Grain pipeline (transforms,
@@ -32,7 +32,7 @@ from benchmarks import common, train_step
 from configs import demo
 from nirgan_jax import models
 from nirgan_jax.data import pipeline
-from nirgan_jax.train import loop
+from nirgan_jax.train import checkpointing, loop
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import state as train_state
 from nirgan_jax.train import step as gan_step
@@ -150,7 +150,8 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=8, help="per device")
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--log_every", type=int, default=50)
-  parser.add_argument("--workers", type=int, default=0)
+  parser.add_argument("--workers", type=lambda v: v if v == "auto" else int(v), default=0,
+                      help='Grain worker processes, or "auto" (reported as chosen)')
   parser.add_argument("--examples", type=int, default=256, help="in-memory source size")
   parser.add_argument("--source", default="memory", choices=("memory", "tfds"))
   parser.add_argument("--data_dir", default="data/tfds", help="--source tfds: the demo's")
@@ -162,6 +163,8 @@ def main() -> None:
   writer = RecordingWriter()
   with tempfile.TemporaryDirectory(prefix="nirgan-loop-") as workdir:
     loop.train_and_evaluate(config, workdir, writer=writer)
+    manager = checkpointing.open_read_only(workdir)
+    reader = checkpointing.restore_metadata(manager, manager.latest_step())["reader"]
   rates = writer.scalars["train/steps_per_s"]
   steady = [rate for step, rate in sorted(rates.items())[1:]]  # the first holds the compile
   loop_rate = statistics.median(steady)
@@ -169,7 +172,7 @@ def main() -> None:
   common.emit({
       "benchmark": "train_loop", **common.environment(), "size": args.size,
       "dtype": args.dtype, "global_batch": global_batch, "source": args.source,
-      "workers": args.workers, "steps": args.steps,
+      "workers": args.workers, "workers_used": reader["workers"], "steps": args.steps,
       "bare_step_per_s": round(bare, 3), "loop_step_per_s": round(loop_rate, 3),
       "loop_images_per_s": round(loop_rate * global_batch, 1),
       "ratio": round(loop_rate / bare, 3),

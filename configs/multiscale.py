@@ -57,11 +57,16 @@ def get_config() -> ml_collections.ConfigDict:
       sentinel2=source("s2_100k/default", 75_000, 10.0, (), 1.0),
       spot6=source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 6.0), 0.25),
   ))
+  # One brightness factor on RGB and NIR together per training example, log-uniform in
+  # this range and lowered where a reflectance would pass 1: a change of illumination,
+  # which leaves NDVI unchanged. (1, 1): off, as in the original.
+  config.data.illumination_gain = (1.0, 1.0)
   config.data.train_split = "train"
   config.data.eval_split = "validation"
   config.data.read_threads = 8
   config.data.prefetch_buffer = 64  # batches of ~512 KB records: the Grain default is 500
-  config.data.workers = 0  # worker processes per host (mp_prefetch)
+  # Worker processes per host (mp_prefetch); "auto": as many as the measured step needs.
+  config.data.workers = ml_collections.FieldReference("auto", field_type=object)
   config.data.per_worker_buffer = 2
   config.data.device_prefetch = 2  # batches sharded onto the devices ahead of the step
   config.data.build_missing = False  # build generated sources (the demo) if absent

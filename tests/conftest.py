@@ -22,13 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
 
 
-def load_config_file(path):
-  """``get_config()`` of a config file, loaded by path as config_flags does."""
+def load_config_module(path):
+  """A config file as a module, loaded by path as config_flags does."""
   path = Path(path)
   spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
+
+
+def load_config_file(path):
+  """``get_config()`` of a config file."""
+  return load_config_module(path).get_config()
 
 
 def load_config(name: str):

@@ -1,14 +1,16 @@
 """Every config file loads, passes validation and builds its networks; the full recipe has
 the reference values and the variants change only what they are for."""
 
+import re
+
 import pytest
 
 from data_prep import build
-from nirgan_jax import models
+from nirgan_jax import errors, models
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.train import config_checks
 
-from conftest import REPO, TINY_CONFIG, load_config, load_config_file
+from conftest import REPO, TINY_CONFIG, load_config, load_config_file, load_config_module
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
 
@@ -53,6 +55,22 @@ def test_every_configured_resolution_fits_the_default_patch_sizes(name):
     input_pipeline.check_fillable(spec, patch_size, config.data.image_size)
 
 
+@pytest.mark.parametrize("workers", ["auto", 0, 3, "3"])
+def test_data_workers_is_auto_or_a_count(workers):
+  config = load_config_file(TINY_CONFIG)
+  config.data.workers = workers
+  config_checks.validate_config(config)
+
+
+@pytest.mark.parametrize("workers", ["many", -1, 1.5])
+def test_other_data_workers_are_refused_in_one_line(workers):
+  config = load_config_file(TINY_CONFIG)
+  config.data.workers = workers
+  message = re.escape(f"invalid config value data.workers={workers!r}")
+  with pytest.raises(errors.ConfigError, match=f"^{message}$"):
+    config_checks.validate_config(config)
+
+
 def _differences(a, b, prefix=""):
   keys = set(a) | set(b)
   out = set()
@@ -62,6 +80,17 @@ def _differences(a, b, prefix=""):
     elif a.get(key) != b.get(key):
       out.add(prefix + key)
   return out
+
+
+@pytest.mark.parametrize("variant", ["linear", "mlp", "cnn"])
+def test_small_real_set_baselines_change_only_the_model_loss_and_optimiser(variant):
+  module = load_config_module(REPO / "configs" / "s2_small.py")
+  baseline = module.get_config(variant)
+  config_checks.validate_config(baseline)
+  assert _differences(module.get_config().to_dict(), baseline.to_dict()) == {
+      "model.generator.kind", "loss.lambda_gan", "optim.lr", "optim.b1"}
+  with pytest.raises(ValueError, match="variant must be one of"):
+    module.get_config("resnet")
 
 
 @pytest.mark.parametrize("name,changed", [

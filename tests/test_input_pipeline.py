@@ -101,6 +101,26 @@ def test_restored_state_reproduces_the_following_batches(demo_dirs):
       np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.parametrize("pipeline_rate,step_rate,batch,cores,expected", [
+    (500.0, 3.0, 8, 2, 0),  # a CPU host: the step is slow, the main process keeps up
+    (100.0, 1.0, 80, 16, 0),  # keeps up with the 1.25x headroom to spare
+    (100.0, 1.0, 81, 16, 2),  # not quite: one worker only matches the main process
+    (100.0, 2.0, 64, 16, 2),  # 160 examples/s needed
+    (100.0, 4.0, 64, 16, 4),
+    (50.0, 10.0, 64, 8, 7),  # capped: one core stays with the main process
+    (50.0, 10.0, 64, 1, 0),
+    (0.0, 1.0, 8, 4, 3),
+])
+def test_choose_workers(pipeline_rate, step_rate, batch, cores, expected):
+  assert ip.choose_workers(pipeline_rate, step_rate, batch, cores) == expected
+
+
+def test_pipeline_rate_is_measured(demo_dirs):
+  dataset = ip.train_dataset(_specs(demo_dirs), IMAGE, global_batch_size=4, seed=0)
+  rate = ip.measure_pipeline_rate(dataset, read_threads=2, prefetch_buffer=2, seconds=0.3)
+  assert rate > 0 and ip.host_cores() >= 1
+
+
 def test_derived_resolution_is_the_area_average_of_native_pixels():
   spec = ip.SourceSpec(name="x", data_dir="", native_gsd_m=2.5, derived_gsd_m=(10.0,),
                        prob_native=0.0)
@@ -418,3 +438,23 @@ def test_training_batches_carry_the_nodata_mask(holes):
   eval_batch = next(ip.eval_batches(ip.eval_dataset([spec], 16), 4))
   assert eval_batch["valid"].shape == (4, 16, 16, 1)
   np.testing.assert_array_equal(eval_batch["valid"][eval_batch["mask"] == 0], 0)
+
+
+def test_illumination_gain_scales_all_bands_by_one_factor_per_example(holes):
+  _, spec = holes
+  plain = ip.ExampleTransform(spec, 16, augment=True)
+  gained = ip.ExampleTransform(spec, 16, augment=True, illumination_gain=(0.5, 2.0))
+  element = ip.open_source(spec)[0]
+  ratios = []
+  for seed in range(20):
+    a = plain.random_map(element, np.random.default_rng(seed))
+    b = gained.random_map(element, np.random.default_rng(seed))
+    # The same window (the gain is drawn after the crop); the quarter turns may differ.
+    rgbn_a = np.sort(np.concatenate([a["rgb"], a["nir"]], -1).reshape(-1, 4), axis=0)
+    rgbn_b = np.sort(np.concatenate([b["rgb"], b["nir"]], -1).reshape(-1, 4), axis=0)
+    valid = rgbn_a > 0
+    ratio = rgbn_b[valid] / rgbn_a[valid]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+    assert rgbn_b.max() <= 1.0
+    ratios.append(ratio[0])
+  assert 0.5 - 1e-6 <= min(ratios) < 0.9 and max(ratios) > 1.1

@@ -102,3 +102,29 @@ def test_bfloat16_compute_keeps_float32_params():
   ref = jax.jit(models.build_generator(config).apply)(variables, rgb, jnp.ones((1, 16)))
   assert out.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(out - ref))) < 0.1
+
+
+def test_radiometry_path_keeps_the_absolute_brightness_instance_norm_removes():
+  """A scene and the same scene twice as bright plus an offset (snow against rock, desert
+  against soil) are one and the same to the reference generator after its first instance
+  norm; the radiometry path tells them apart. Off, it adds no parameter: imported
+  reference checkpoints keep their exact tree."""
+  config = tiny_config("none")
+  reference = models.build_generator(config)
+  config.model.generator.update(radiometry_depth=2, radiometry_hidden=8)
+  with_path = models.build_generator(config)
+  scene = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3)) * 0.4
+  rgb = jnp.concatenate([scene, 2 * scene + 0.1])
+  ref_vars = reference.init(rbg_key(0), rgb)
+  vars_ = with_path.init(rbg_key(0), rgb)
+  assert set(vars_["params"]) - set(ref_vars["params"]) == {"radiometry"}
+  ref_out = reference.apply(ref_vars, rgb)
+  np.testing.assert_allclose(ref_out[0], ref_out[1], atol=3e-3)  # up to the norms' epsilon
+  out = with_path.apply(vars_, rgb)
+  assert float(jnp.abs(out[0] - out[1]).mean()) > 0.05
+  # Without the ResNet's contribution the output is the per-pixel map, through the tanh.
+  zeroed = jax.tree.map(jnp.zeros_like, vars_["params"]["conv_out"])
+  only_path = with_path.apply({"params": {**vars_["params"], "conv_out": zeroed}}, rgb)
+  mlp = models.MLPNIR(hidden=8, depth=2)
+  expected = jnp.tanh(mlp.apply({"params": vars_["params"]["radiometry"]}, rgb))
+  np.testing.assert_allclose(only_path, expected, atol=1e-6)

@@ -24,9 +24,9 @@ TRANSFORM = from_origin(500_000, 5_200_000, 10, 10)
 S2_SAMPLES = TEST_DATA / "s2_100k_sample" / "images"
 
 
-def save_tiny_model(path, style="multiply", norm="instance"):
+def save_tiny_model(path, style="multiply", norm="instance", radiometry_depth=0):
   config = tiny_config(style)
-  config.model.generator.norm = norm
+  config.model.generator.update(norm=norm, radiometry_depth=radiometry_depth)
   config.model.conv_impl = "xla"
   nirgan = models.NIRGAN.from_config(config)
   size = 32 + 2 * config.pad
@@ -68,10 +68,13 @@ def test_tile_starts_cover_the_raster_aligned(margin):
   assert ramp[:16].max() == 0.0 and ramp[48:].min() == 1.0
 
 
-def test_tiled_prediction_equals_whole_image_forward(tmp_path):
-  # Without instance norm or a location map the generator is translation-equivariant, so the
-  # tiling and blending must reproduce a whole-image forward away from the raster's border.
-  model_dir = save_tiny_model(tmp_path / "plain", style="none", norm="none")
+@pytest.mark.parametrize("radiometry_depth", [0, 2])
+def test_tiled_prediction_equals_whole_image_forward(tmp_path, radiometry_depth):
+  # Without instance norm or a location map the generator is translation-equivariant (the
+  # radiometry path is per-pixel), so the tiling and blending must reproduce a whole-image
+  # forward away from the raster's border.
+  model_dir = save_tiny_model(tmp_path / "plain", style="none", norm="none",
+                              radiometry_depth=radiometry_depth)
   data = landscape(700, 1000)
   write_geotiff(tmp_path / "in.tif", data, CRS, TRANSFORM)
   assert predict.main([str(tmp_path / "in.tif"), "--model", str(model_dir), "--out",
@@ -89,10 +92,13 @@ def test_tiled_prediction_equals_whole_image_forward(tmp_path):
   assert np.isfinite(tiled).all()
 
 
-def test_no_seams_with_the_full_model_blocks(tmp_path, satclip_model):
+@pytest.mark.parametrize("radiometry_depth", [0, 3])
+def test_no_seams_with_the_full_model_blocks(tmp_path, satclip_model, radiometry_depth):
+  model_dir = (save_tiny_model(tmp_path / "radiometry", radiometry_depth=radiometry_depth)
+               if radiometry_depth else satclip_model)
   data = landscape(384, 512, seed=1)
   write_geotiff(tmp_path / "in.tif", data, CRS, TRANSFORM)
-  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(model_dir), "--out",
                        str(tmp_path / "out.tif"), "--tile", "128", "--overlap", "32",
                        "--quiet"]) == 0
   with rasterio.open(tmp_path / "out.tif") as out:

@@ -3,7 +3,9 @@ plateau schedule, the best step), export, fine-tuning, exact resume after SIGKIL
 the NaN guard, config errors, and two processes on loopback."""
 
 import dataclasses
+import functools
 import glob
+import logging
 import os
 import random
 import signal
@@ -18,7 +20,9 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
+from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import model as infer_model
 from nirgan_jax.infer import model_io
 from nirgan_jax.train import checkpointing, export, loop, warm_start
@@ -245,6 +249,41 @@ def test_sigterm_saves_and_stops_then_resumes(demo_data, tmp_path):
 
   loop.train_and_evaluate(tiny(demo_data, steps=stop_step + 1), str(workdir))
   assert _steps(workdir)[-1] == stop_step + 1
+
+
+def test_auto_workers_are_measured_logged_and_kept_on_resume(demo_data, tmp_path, monkeypatch,
+                                                           caplog):
+  """"auto" times the pipeline and the compiled step and logs its choice; a resume reads with
+  the count saved in the checkpoint (the state of Grain's multiprocess iterator depends on
+  it) and measures nothing."""
+  flags.FLAGS.mark_as_parsed()  # Grain's worker processes read absl flags
+  caplog.set_level(logging.INFO)
+  monkeypatch.setattr(input_pipeline, "measure_pipeline_rate", functools.partial(
+      input_pipeline.measure_pipeline_rate, seconds=0.5))
+  measured = []
+
+  def one_worker(*rates_batch_cores):  # a multiprocess iterator: its state needs the count
+    measured.append(rates_batch_cores)
+    return 1
+
+  monkeypatch.setattr(input_pipeline, "choose_workers", one_worker)
+  config = tiny(demo_data, steps=1, image_every=0)
+  config.data.workers = "auto"
+  workdir = tmp_path / "run"
+  loop.train_and_evaluate(config, str(workdir))
+  [(pipeline_rate, step_rate, batch, cores)] = measured
+  assert pipeline_rate > 0 and step_rate > 0 and batch == 2 * jax.device_count() and cores >= 1
+  assert "data.workers=auto: 1 worker processes" in caplog.text
+
+  def no_measuring(*args, **kwargs):
+    raise AssertionError("a resume measured the pipeline")
+
+  monkeypatch.setattr(input_pipeline, "measure_pipeline_rate", no_measuring)
+  config.train.num_train_steps = 2
+  loop.train_and_evaluate(config, str(workdir))
+  assert "data.workers=auto: resuming with the checkpoint's 1 worker processes" in caplog.text
+  _, metadata, step = checkpointing.restore_weights(workdir, "latest")
+  assert step == 2 and metadata["reader"]["workers"] == 1
 
 
 def test_nonfinite_batch_is_skipped_and_never_saved(demo_data, tmp_path, monkeypatch, caplog):

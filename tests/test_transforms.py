@@ -109,3 +109,23 @@ def test_choose_gsd_respects_prob_native():
                                                                   10.0: 0.375}
   assert transforms.choose_gsd(rng, 30.0, (10.0,), 0.0) == 30.0  # never finer than native
   assert transforms.gsd_probabilities(30.0, (10.0,), 0.0) == {30.0: 1.0}
+
+
+def test_illumination_gain_keeps_ndvi_and_reflectance_within_one():
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0.01, 0.5, (16, 16, 4)).astype(np.float32)
+  valid = np.ones((16, 16, 1), np.float32)
+  gains = [transforms.illumination_gain(rng, image, valid, 0.5, 1.8) for _ in range(2000)]
+  assert min(gains) >= 0.5 and max(gains) <= 1.0 / image.max() + 1e-6
+  assert np.median(gains) == pytest.approx(1.0, abs=0.1)  # log-uniform around 1 here
+  bright = image.copy()
+  bright[3, 4, 0] = 0.9
+  assert all(transforms.illumination_gain(rng, bright, valid, 1.5, 2.0) <= 1 / 0.9 + 1e-6
+             for _ in range(50))
+  # No-data pixels do not cap the gain.
+  valid[3, 4] = 0
+  assert transforms.illumination_gain(np.random.default_rng(1), bright, valid, 1.5, 1.5) == (
+      pytest.approx(min(1.5, 1 / image.max())))
+  gain = transforms.illumination_gain(rng, image, np.ones_like(valid), 0.5, 1.8)
+  ndvi = lambda x: (x[..., 3] - x[..., 0]) / (x[..., 3] + x[..., 0])
+  np.testing.assert_allclose(ndvi(image * gain), ndvi(image), rtol=1e-5)

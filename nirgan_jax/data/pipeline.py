@@ -34,8 +34,8 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -46,15 +46,15 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from data_prep import contract
+from nirgan_jax import errors, paths
 from nirgan_jax.data import transforms
-from nirgan_jax.errors import NirganError
 
 
-class MissingDataError(NirganError, FileNotFoundError):
+class MissingDataError(errors.NirganError, FileNotFoundError):
   """A configured source has no built dataset (or only one of an older data contract)."""
 
 
-class UnfillableResolutionError(NirganError, ValueError):
+class UnfillableResolutionError(errors.NirganError, ValueError):
   """A configured resolution needs more native pixels than the stored patches have."""
 
 
@@ -112,7 +112,7 @@ class InMemorySource:
 def source_specs(data_cfg: ml_collections.ConfigDict, split: str) -> list[SourceSpec]:
   """``config.data.sources`` (short name -> source) as specs for ``split``, in name order,
   rooted at ``config.data.data_dir``."""
-  data_dir = os.path.expanduser(data_cfg.data_dir)
+  data_dir = os.fspath(paths.as_path(data_cfg.data_dir))
   return [SourceSpec.from_config({"data_dir": data_dir, "split": split, **source.to_dict()})
           for _, source in sorted(data_cfg.sources.items())]
 
@@ -127,15 +127,20 @@ def open_source(spec: SourceSpec):
                              "registered (InMemorySource.register)")
     return _in_memory_sources[name]
   import tensorflow_datasets as tfds
+  from google.protobuf import json_format
 
   try:
     source = tfds.data_source(spec.name, split=spec.split, data_dir=spec.data_dir,
                               download=False)
+  except json_format.ParseError as e:  # a dataset_info.json that is not JSON
+    raise MissingDataError(f"source {spec.name!r} in {spec.data_dir}: its dataset_info.json is "
+                           f"damaged ({errors.one_line(e)}). Rebuild it with: "
+                           f"{build_command(spec)}") from e
   except (KeyError, ValueError, AssertionError, FileNotFoundError,
           tfds.core.registered.DatasetNotFoundError) as e:
     older = _older_builds(spec)
     problem = (f"has only builds of an older data contract ({', '.join(older)}; this code reads "
-               f"{contract.VERSION})" if older else f"is not built ({e})")
+               f"{contract.VERSION})" if older else f"is not built ({errors.one_line(e)})")
     raise MissingDataError(f"source {spec.name!r} split {spec.split!r} {problem} in "
                            f"{spec.data_dir}. Build it with: {build_command(spec)}") from e
   if contract.VALID not in source.dataset_info.features:
@@ -154,7 +159,7 @@ def build_command(spec: SourceSpec) -> str:
 
 def _older_builds(spec: SourceSpec) -> list[str]:
   """Versions of ``spec``'s dataset present in its data_dir other than the current one."""
-  folder = Path(spec.data_dir, *spec.name.split("/"))
+  folder = paths.as_path(spec.data_dir).joinpath(*spec.name.split("/"))
   if not folder.is_dir():
     return []
   return sorted(p.parent.name for p in folder.glob("*/dataset_info.json")
@@ -213,12 +218,16 @@ class ExampleTransform(grain.transforms.RandomMap):
   """
 
   def __init__(self, spec: SourceSpec, image_size: int, augment: bool,
-               multiscale: bool | None = None, source_index: int = 0):
+               multiscale: bool | None = None, source_index: int = 0,
+               illumination_gain: tuple[float, float] = (1.0, 1.0)):
     self.spec = spec
     self.image_size = image_size
     self.augment = augment  # random crop, flips and quarter turns (else centre crop)
     self.multiscale = augment if multiscale is None else multiscale  # random resolution
     self.source_index = source_index  # position of ``spec`` among the pipeline's sources
+    # Range of one gain on all four bands (``transforms.illumination_gain``) when
+    # augmenting; (1, 1) draws nothing, so other augmentations keep their random streams.
+    self.illumination_gain = tuple(float(g) for g in illumination_gain)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     spec, size = self.spec, self.image_size
@@ -247,6 +256,9 @@ class ExampleTransform(grain.transforms.RandomMap):
     else:
       top, left = (h - size) // 2, (w - size) // 2
     image = transforms.crop(np.concatenate([image, valid], axis=-1), size, top, left)
+    if self.augment and self.illumination_gain != (1.0, 1.0):
+      image[..., :4] *= transforms.illumination_gain(rng, image[..., :4], image[..., 4:],
+                                                     *self.illumination_gain)
     if self.augment:
       image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
     image = np.ascontiguousarray(image, np.float32)
@@ -266,21 +278,23 @@ def _text(value) -> str:
 
 
 def source_dataset(spec: SourceSpec, image_size: int, seed: int, process_index: int,
-                   process_count: int, augment: bool = True,
-                   source_index: int = 0) -> grain.MapDataset:
+                   process_count: int, augment: bool = True, source_index: int = 0,
+                   illumination_gain: tuple[float, float] = (1.0, 1.0)) -> grain.MapDataset:
   """One source, shuffled, repeated and sliced for this process (training order); refuses
   a configured resolution its stored patches cannot fill."""
   source = open_source(spec)
   check_fillable(spec, stored_patch_size(source), image_size, multiscale=augment)
   dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
   dataset = dataset.random_map(
-      ExampleTransform(spec, image_size, augment, source_index=source_index), seed=seed)
+      ExampleTransform(spec, image_size, augment, source_index=source_index,
+                       illumination_gain=illumination_gain), seed=seed)
   return dataset[process_index::process_count]
 
 
 def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_size: int,
                   seed: int, process_index: int = 0, process_count: int = 1,
-                  augment: bool = True) -> grain.MapDataset:
+                  augment: bool = True,
+                  illumination_gain: tuple[float, float] = (1.0, 1.0)) -> grain.MapDataset:
   """Mixed, batched training dataset of this process: ``global_batch_size / process_count``
   rows per batch. Each source gets its own seed offset so they shuffle independently; each
   row's ``source_index`` is its source's position in ``specs``."""
@@ -288,7 +302,7 @@ def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_siz
     raise ValueError(f"global batch {global_batch_size} does not divide over "
                      f"{process_count} processes")
   datasets = [source_dataset(spec, image_size, seed + i, process_index, process_count, augment,
-                             source_index=i)
+                             source_index=i, illumination_gain=illumination_gain)
               for i, spec in enumerate(specs)]
   weights = [spec.weight for spec in specs]
   if any(w <= 0 for w in weights):
@@ -310,6 +324,47 @@ def make_iterator(dataset: grain.MapDataset, read_threads: int = 8, prefetch_buf
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=per_worker_buffer))
   return iter(iterable)
+
+
+AUTO_WORKERS = "auto"
+# "auto" sizes the workers for this much more than the step consumes: reading measured
+# alone is faster than reading beside the loop's own host work.
+WORKER_HEADROOM = 1.25
+
+
+def host_cores() -> int:
+  """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def choose_workers(pipeline_rate: float, step_rate: float, batch_size: int, cores: int) -> int:
+  """Worker processes for ``make_iterator`` that keep up with ``step_rate`` steps/s of
+  ``batch_size`` examples when one process reads ``pipeline_rate`` examples/s: 0 when the
+  main process alone does, else one per ``pipeline_rate`` needed, at most ``cores - 1`` (a
+  core stays with the main process)."""
+  needed = step_rate * batch_size * WORKER_HEADROOM
+  if pipeline_rate >= needed:
+    return 0
+  wanted = math.ceil(needed / pipeline_rate) if pipeline_rate > 0 else cores
+  return max(0, min(wanted, cores - 1))
+
+
+def measure_pipeline_rate(dataset: grain.MapDataset, read_threads: int = 8,
+                          prefetch_buffer: int = 64, seconds: float = 2.0) -> float:
+  """Examples/s that one process reads from ``dataset`` (of batches) with ``read_threads``
+  threads, over the batches read in about ``seconds``. Timed from the iterator's start and
+  blind to batches still in flight, so it errs low (towards more workers)."""
+  iterator = make_iterator(dataset, read_threads, prefetch_buffer)
+  start, examples = time.perf_counter(), 0
+  try:
+    while True:
+      examples += len(jax.tree.leaves(next(iterator))[0])
+      if (elapsed := time.perf_counter() - start) >= seconds:
+        return examples / elapsed
+  finally:
+    iterator.close()
 
 
 def eval_dataset(specs: Sequence[SourceSpec], image_size: int) -> grain.MapDataset:

@@ -97,6 +97,18 @@ def dihedral(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
   return image[:, ::-1] if flip else image
 
 
+def illumination_gain(rng: np.random.Generator, reflectance: np.ndarray, valid: np.ndarray,
+                      low: float, high: float) -> float:
+  """A brightness factor for all four bands of an example, as a change of illumination
+  (sun elevation, haze, terrain shading) would apply: log-uniform in [``low``, ``high``],
+  lowered where needed so that no valid reflectance passes 1. One factor on every band
+  leaves NDVI, NDWI and every other normalised difference unchanged; clipping would not.
+  """
+  gain = math.exp(rng.uniform(math.log(low), math.log(high)))
+  brightest = float(np.max(reflectance, where=valid > 0, initial=0.0))
+  return min(gain, 1.0 / brightest) if brightest > 0 else gain
+
+
 def to_reflectance(stored: np.ndarray) -> np.ndarray:
   """Stored uint16 (x 10000) or float DN -> float32 reflectance clipped to [0, 1], NaN-free."""
   stored = np.asarray(stored)

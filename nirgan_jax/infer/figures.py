@@ -88,25 +88,33 @@ def panel_strips(rgb: np.ndarray, nir_true: np.ndarray, nir_pred: np.ndarray) ->
   return np.stack([panel_strip(*example) for example in zip(rgb, nir_true, nir_pred, strict=True)])
 
 
-def comparison_figure(rgb: np.ndarray, nir_true: np.ndarray | None, nir_pred: np.ndarray,
-                      titles: list[str] | None = None) -> plt.Figure:
-  """A figure with one row per example: RGB, true NIR, predicted NIR, |error|, then true and
-  predicted NDVI, NDWI and EVI, each with its colour bar. Without ``nir_true`` (RGB-only
-  inputs) the true and error panels are left out."""
-  rgb, nir_pred = np.asarray(rgb), np.asarray(nir_pred)
+def comparison_figure(rgb: np.ndarray, nir_true: np.ndarray | None,
+                      nir_pred: np.ndarray | dict[str, np.ndarray],
+                      titles: list[str] | None = None,
+                      index_names: tuple[str, ...] = ("ndvi", "ndwi", "evi")) -> plt.Figure:
+  """A figure with one row per example: RGB, true NIR, then each model's predicted NIR and
+  |error|, then for each of ``index_names`` the true index and each model's, each with its
+  colour bar. ``nir_pred`` is one model's predictions or ``{model name: predictions}``.
+  Without ``nir_true`` (RGB-only inputs) the true and error panels are left out."""
+  rgb = np.asarray(rgb)
+  preds = ({name: np.asarray(p) for name, p in nir_pred.items()} if isinstance(nir_pred, dict)
+           else {"predicted": np.asarray(nir_pred)})
   rows = []
   for i in range(rgb.shape[0]):
     cells = [("RGB", rgb_display(rgb[i]), None)]
     if nir_true is not None:
       cells.append(("true NIR", _band(nir_true[i]), NIR_SCALE))
-    cells.append(("predicted NIR", _band(nir_pred[i]), NIR_SCALE))
-    if nir_true is not None:
-      cells.append(("|error| NIR", np.abs(_band(nir_pred[i]) - _band(nir_true[i])), ERROR_SCALE))
-    for name, scale in (("ndvi", INDEX_SCALE), ("ndwi", WATER_INDEX_SCALE),
-                        ("evi", INDEX_SCALE)):
+    for model, pred in preds.items():
+      cells.append((f"{model} NIR", _band(pred[i]), NIR_SCALE))
+      if nir_true is not None:
+        cells.append((f"{model} |error|", np.abs(_band(pred[i]) - _band(nir_true[i])),
+                      ERROR_SCALE))
+    for name in index_names:
+      scale = WATER_INDEX_SCALE if name == "ndwi" else INDEX_SCALE
       if nir_true is not None:
         cells.append((f"true {name.upper()}", _index(name, rgb[i], nir_true[i]), scale))
-      cells.append((f"predicted {name.upper()}", _index(name, rgb[i], nir_pred[i]), scale))
+      for model, pred in preds.items():
+        cells.append((f"{model} {name.upper()}", _index(name, rgb[i], pred[i]), scale))
     rows.append(cells)
   n_cols = len(rows[0])
   fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.2 * n_cols, 2.3 * len(rows)),

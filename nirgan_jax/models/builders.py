@@ -76,8 +76,12 @@ def build_generator(config: ml_collections.ConfigDict):
       learn_injection_scale=inj.learn_scale,
       post_correction=inj.post_correction,
       concat_factor=inj.concat_factor,
+      # Absent from model directories exported before the radiometry path existed.
+      radiometry_depth=g.get("radiometry_depth", 0),
+      radiometry_hidden=g.get("radiometry_hidden", 32),
       conv=factories.conv,
       conv_transpose=factories.conv_transpose,
+      dense=factories.dense,
   )
 
 

@@ -22,7 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.conv_impl = "auto"
   config.model.generator = ml_collections.ConfigDict(dict(
       kind="resnet",  # resnet (NIR-GAN) | linear | mlp | cnn (baselines, configs/baselines.py)
-      ngf=64, n_blocks=9, norm="instance", padding_type="reflect", dropout_rate=0.0))
+      ngf=64, n_blocks=9, norm="instance", padding_type="reflect", dropout_rate=0.0,
+      # A per-pixel map of the RGB added to the output before its tanh, so that absolute
+      # brightness survives the instance norms: 0 off (the reference network), 1 linear,
+      # >= 2 an MLP of that many layers, radiometry_hidden wide.
+      radiometry_depth=0, radiometry_hidden=32))
   # Width and depth of the mlp and cnn baselines.
   config.model.baseline = ml_collections.ConfigDict(dict(hidden=64, depth=3))
   config.model.injection = ml_collections.ConfigDict(dict(

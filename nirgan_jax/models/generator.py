@@ -7,7 +7,15 @@ Layer for layer this is the reference NIR-GAN's ``ResnetGenerator_inject``:
     Conv3/2(2ngf->4ngf) IN ReLU
     n_blocks x ResnetBlock(4ngf)
     ConvT3/2(4ngf->2ngf) IN ReLU, ConvT3/2(2ngf->ngf) IN ReLU
-    ReflectPad3 Conv7(ngf->1) tanh [* post_correction]
+    ReflectPad3 Conv7(ngf->1) [+ radiometry path] tanh [* post_correction]
+
+The radiometry path (``radiometry_depth`` > 0, off in the reference architecture) is a
+per-pixel map of the input RGB (linear, or a small MLP) added to the output before its
+activation. Instance normalisation after the first convolution removes each image's
+absolute level and contrast, so without it a uniformly bright scene (snow, desert, cloud)
+and a dark one look alike to the rest of the network; with it, the ResNet learns a
+spatial correction of a per-pixel radiometric estimate. Being per-pixel, it keeps tiled
+prediction seamless.
 
 The original resizes the 128x128 embedding map to ``(W, H)`` of the feature map,
 which only works for square inputs; here it goes to ``(H, W)``.
@@ -22,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from nirgan_jax.models import layers
+from nirgan_jax.models.baselines import MLPNIR
 
 INJECTION_STYLES = ("multiply", "add", "concat", "none")
 N_DOWNSAMPLING = 2
@@ -63,8 +72,11 @@ class LocationInjection(nn.Module):
 class Generator(nn.Module):
   """RGB (B, H, W, 3) in [0, 1] (+ optional SatCLIP embedding (B, E)) -> NIR (B, H, W, 1).
 
-  ``conv`` and ``conv_transpose`` make the layers; partials of them set the convolution
-  back end and compute dtype (``builders.layer_factories``).
+  ``conv``, ``conv_transpose`` and ``dense`` make the layers; partials of them set the
+  convolution back end and compute dtype (``builders.layer_factories``).
+  ``radiometry_depth``: 0 for the reference network, 1 adds a per-pixel linear map of the
+  RGB to the output before its tanh, >= 2 an MLP of that many layers, ``radiometry_hidden``
+  wide.
   """
 
   ngf: int = 64
@@ -79,8 +91,11 @@ class Generator(nn.Module):
   learn_injection_scale: bool = True
   post_correction: bool = False
   concat_factor: float = 1.0
+  radiometry_depth: int = 0
+  radiometry_hidden: int = 32
   conv: layers.ModuleDef = layers.Conv
   conv_transpose: layers.ModuleDef = layers.ConvTranspose
+  dense: layers.ModuleDef = nn.Dense
 
   def _inject(self, x: jax.Array, embed_map: jax.Array) -> jax.Array:
     e = layers.resize_bilinear(embed_map, x.shape[1], x.shape[2]).astype(x.dtype)
@@ -105,6 +120,10 @@ class Generator(nn.Module):
       raise ValueError(f"injection_style={self.injection_style!r} needs a SatCLIP embedding")
 
     x = rgb
+    radiometry = None
+    if self.radiometry_depth > 0:
+      radiometry = MLPNIR(hidden=self.radiometry_hidden, depth=self.radiometry_depth,
+                          dense=self.dense, name="radiometry")(rgb)
     embed_map = None
     if uses_location:
       embed_map = LocationInjection(self.injection_map_size, name="injection")(embedding)
@@ -134,8 +153,10 @@ class Generator(nn.Module):
       x = nn.relu(layers.normalize(x, self.norm))
 
     x = self.conv(self.output_channels, 7, padding=3, padding_type=self.padding_type,
-                  name="conv_out")(x)
-    x = jnp.tanh(x.astype(jnp.float32))
+                  name="conv_out")(x).astype(jnp.float32)
+    if radiometry is not None:
+      x = x + radiometry
+    x = jnp.tanh(x)
     if self.post_correction:
       x = x * self.param("post_correction", nn.initializers.ones, (), jnp.float32)
     return x

@@ -6,6 +6,7 @@ import jax
 import ml_collections
 
 from nirgan_jax import errors, models
+from nirgan_jax.data import pipeline
 from nirgan_jax.models import layers, satclip
 from nirgan_jax.train import losses
 
@@ -41,6 +42,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       ("train.on_nonfinite", config.train.on_nonfinite in NONFINITE_MODES),
       ("train.stop_check_every", config.train.stop_check_every > 0),
       ("data.device_prefetch", config.data.device_prefetch > 0),
+      ("data.illumination_gain", _is_gain_range(config.data.get("illumination_gain", (1, 1)))),
+      ("model.generator.radiometry_depth",
+       config.model.generator.get("radiometry_depth", 0) >= 0),
+      ("data.workers", config.data.workers == pipeline.AUTO_WORKERS
+       or str(config.data.workers).isdigit()),
   ]
   for key, ok in checks:
     if not ok:
@@ -48,3 +54,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       for part in key.split("."):
         value = value[part]
       raise errors.ConfigError(f"invalid config value {key}={value!r}")
+
+
+def _is_gain_range(value) -> bool:
+  return (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(g, (int, float)) for g in value) and 0 < value[0] <= value[1])

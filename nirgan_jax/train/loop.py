@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
+from jax.experimental import multihost_utils
 
-from nirgan_jax import models
+from nirgan_jax import models, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.data.gsd_shares import GsdShares
 from nirgan_jax.train import checkpointing, config_checks, prefetch, warm_start
@@ -39,12 +42,18 @@ class NonFiniteLossError(FloatingPointError):
 class Data:
   """The run's input pipelines and the fingerprint that ties a checkpoint to them."""
 
-  train_iter: Any  # grain.DatasetIterator, checkpointed with the run
+  train_dataset: Any  # grain.MapDataset of this process's training batches
   eval_data: Any
   fingerprint: dict[str, Any]
   global_batch: int
-  reader: dict[str, int]  # threads and worker processes that read both pipelines
+  reader: dict[str, Any]  # threads and worker processes that read both pipelines
   gsd_shares: GsdShares  # of this process's training examples since the run (re)started
+  train_iter: Any = None  # grain.DatasetIterator, checkpointed with the run (``open``)
+
+  def open(self, workers: int) -> None:
+    """Starts reading the training data with ``workers`` processes (evaluation too)."""
+    self.reader["workers"] = workers
+    self.train_iter = input_pipeline.make_iterator(self.train_dataset, **self.reader)
 
 
 @dataclasses.dataclass
@@ -68,10 +77,10 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
   global_batch = data.batch_size_per_device * jax.device_count()
   reader = dict(read_threads=data.read_threads, prefetch_buffer=data.prefetch_buffer,
                 workers=data.workers, per_worker_buffer=data.per_worker_buffer)
-  train_iter = input_pipeline.make_iterator(
-      input_pipeline.train_dataset(train_specs, data.image_size, global_batch, config.seed,
-                                   jax.process_index(), jax.process_count()), **reader)
-  return Data(train_iter=train_iter,
+  train_dataset = input_pipeline.train_dataset(
+      train_specs, data.image_size, global_batch, config.seed, jax.process_index(),
+      jax.process_count(), illumination_gain=tuple(data.get("illumination_gain", (1, 1))))
+  return Data(train_dataset=train_dataset,
               eval_data=input_pipeline.eval_dataset(eval_specs, data.image_size),
               fingerprint=input_pipeline.pipeline_fingerprint(train_specs, data.image_size,
                                                               global_batch, config.seed),
@@ -82,8 +91,9 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
 def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
                     manager, data: Data, init_rng: jax.Array, satclip_rng: jax.Array
                     ) -> RunState:
-  """The latest checkpoint of the workdir if it has one (the data iterator is restored in
-  place), else fresh states, fine-tuned from ``init.checkpoint`` if set."""
+  """The latest checkpoint of the workdir if it has one (the data iterator is opened with the
+  checkpoint's worker count and restored), else fresh states, fine-tuned from
+  ``init.checkpoint`` if set (the data iterator is opened by ``train_loop``)."""
   g_state, d_state = create_train_states(nirgan, init_rng, config.data.image_size, mesh)
   resuming = manager.latest_step() is not None
   init_params = {} if resuming else warm_start.load_init_weights(config)
@@ -101,12 +111,61 @@ def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, me
     plateau = Plateau(lr=config.optim.lr, **config.optim.plateau.to_dict())
     return RunState(g_state, d_state, satclip_params, plateau)
   step = manager.latest_step()
+  metadata = checkpointing.restore_metadata(manager, step)
+  input_pipeline.check_resumable(metadata["pipeline"], data.fingerprint)
+  data.open(_resumed_workers(config.data.workers, metadata))
   g_state, d_state, metadata = checkpointing.restore(manager, step, g_state, d_state,
                                                      data.train_iter)
-  input_pipeline.check_resumable(metadata["pipeline"], data.fingerprint)
   plateau = Plateau.from_state_dict(metadata["plateau"])  # its lr is in the opt states
   logging.info("resumed from step %d in %s", step, manager.directory)
   return RunState(g_state, d_state, satclip_params, plateau, step)
+
+
+def _resumed_workers(configured: int | str, metadata: dict[str, Any]) -> int:
+  """The worker count a checkpoint's iterator state was saved with: the state of Grain's
+  multiprocess iterator depends on it, and another count fails to restore or restores the
+  wrong position. Checkpoints from before "auto" record only their config's count."""
+  saved = int(metadata.get("reader", metadata["config"]["data"])["workers"])
+  logging.info("data.workers=%s: resuming with the checkpoint's %d worker processes",
+               configured, saved)
+  return saved
+
+
+def _fresh_workers(config: ml_collections.ConfigDict, data: Data, mesh,
+                   step_rate: Callable[[dict[str, jax.Array]], float]) -> int:
+  """``data.workers``; for "auto", what ``choose_workers`` makes of this process's pipeline
+  rate and ``step_rate`` (steps/s of the compiled step on a sharded batch), the same on
+  every process (the checkpoint records one count)."""
+  workers = config.data.workers
+  if workers != input_pipeline.AUTO_WORKERS:
+    return int(workers)
+  pipeline_rate = input_pipeline.measure_pipeline_rate(
+      data.train_dataset, data.reader["read_threads"], data.reader["prefetch_buffer"])
+  host = data.train_dataset[0]
+  steps_per_s = step_rate(mesh_lib.shard_batch(mesh, {k: host[k] for k in MODEL_INPUTS}))
+  local_batch = data.global_batch // jax.process_count()
+  cores = input_pipeline.host_cores()
+  chosen = input_pipeline.choose_workers(pipeline_rate, steps_per_s, local_batch, cores)
+  chosen = int(multihost_utils.broadcast_one_to_all(np.int32(chosen)))
+  logging.info("data.workers=auto: %d worker processes (%d cores); one process reads %.1f "
+               "examples/s, the step takes %.1f (%.2f steps/s x %d examples per host)",
+               chosen, cores, pipeline_rate, steps_per_s * local_batch, steps_per_s,
+               local_batch)
+  return chosen
+
+
+def _step_rate(train_step, run: RunState, batch: dict[str, jax.Array], rng: jax.Array,
+               repeats: int = 3) -> float:
+  """Steps/s of ``train_step`` on ``batch`` after compiling it, on copies of the run's
+  states (the step donates its states)."""
+  g_state, d_state = jax.tree.map(jnp.copy, (run.g_state, run.d_state))
+  g_state, d_state, metrics = train_step(g_state, d_state, run.satclip_params, batch, rng)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(repeats):
+    g_state, d_state, metrics = train_step(g_state, d_state, run.satclip_params, batch, rng)
+  jax.block_until_ready(metrics)
+  return repeats / (time.perf_counter() - start)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -115,7 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   evaluation's metrics. Raises ``Preempted`` after saving if SIGTERM arrives. Metrics go to
   ``writer`` (default: TensorBoard files in ``workdir`` and the log)."""
   config_checks.validate_config(config)
-  workdir = checkpointing.as_path(workdir)  # local or gs://
+  data = make_data(config)  # first: a source that is not built leaves no workdir behind
+  workdir = paths.as_path(workdir)  # local or gs://
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
   mesh = mesh_lib.make_data_mesh()
@@ -124,7 +184,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.random.key(config.seed, impl=config.rng_impl), 3)
   manager = checkpointing.make_manager(workdir / checkpointing.CHECKPOINTS_DIR,
                                        config.train.keep_best)
-  data = make_data(config)
   run = init_or_restore(config, nirgan, mesh, manager, data, init_rng, satclip_rng)
   if writer is None:
     writer = metric_writers.create_default_writer(str(workdir),
@@ -144,12 +203,16 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
                run: RunState, data: Data, manager, writer, rng: jax.Array
                ) -> dict[str, float]:
   """Steps ``run`` from ``run.step`` to ``train.num_train_steps``, logging, evaluating and
-  checkpointing on the way; returns the last evaluation's metrics."""
+  checkpointing on the way; returns the last evaluation's metrics. Opens a fresh run's data
+  iterator, once the step is compiled ("auto" workers time it)."""
   cfg = config.train
   num_steps = cfg.num_train_steps
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   train_step = gan_step.make_train_step(nirgan, mesh)
   eval_step = gan_step.make_eval_step(nirgan, mesh, cfg.eval_ssim_window)
+  if data.train_iter is None:
+    data.open(_fresh_workers(config, data, mesh,
+                             lambda batch: _step_rate(train_step, run, batch, rng)))
   every = lambda period, step: period and (step % period == 0 or step == num_steps)
   batches = prefetch.prefetch_to_device(
       data.train_iter, lambda host: mesh_lib.shard_batch(mesh, {k: host[k] for k in MODEL_INPUTS}),
@@ -196,7 +259,8 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
 def save(config: ml_collections.ConfigDict, run: RunState, data: Data, manager,
          metrics: dict[str, float] | None) -> None:
   metadata = {"config": json.loads(config.to_json_best_effort()),
-              "pipeline": data.fingerprint, "plateau": run.plateau.state_dict()}
+              "pipeline": data.fingerprint, "reader": data.reader,
+              "plateau": run.plateau.state_dict()}
   checkpointing.save(manager, run.step, run.g_state, run.d_state, run.satclip_params,
                      prefetch.IteratorSnapshot(run.iterator_state), metadata, metrics)
 

@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.batch_size_per_device = 2
   config.data.read_threads = 2
   config.data.prefetch_buffer = 4
+  config.data.workers = 0  # "auto" times the pipeline and the step at every start
 
   config.train.num_train_steps = 4
   config.train.eval_every = 2

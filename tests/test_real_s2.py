@@ -1,0 +1,66 @@
+"""benchmarks/real_s2.py: its hold-outs hold out what they say, its oracle is the best linear
+map, and the whole benchmark runs on the vendored real patches."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from benchmarks import real_s2
+
+from conftest import REPO
+
+SAMPLES = REPO / "samples" / "s2_100k_10"
+
+
+def test_patch_hold_out_keeps_whole_patches_including_a_bright_one_out_of_training():
+  patches = real_s2.read_patches(SAMPLES)
+  assert len(patches) == 10
+  split = real_s2.patch_split(patches, real_s2.DEFAULT_HOLDOUT)
+  held = [p.name for p, _, _ in split.heldout]
+  assert sorted(held) == sorted(real_s2.DEFAULT_HOLDOUT)
+  assert not {p.name for p in split.train} & set(held) and len(split.train) == 7
+  brightest = max(float(p.reflectance[..., :3].mean()) for p, _, _ in split.heldout)
+  assert brightest > 0.8  # snow and ice
+
+
+def test_block_hold_out_trains_on_three_quarters_and_scores_the_fourth():
+  patches = real_s2.read_patches(SAMPLES)
+  split = real_s2.block_split(patches)
+  assert len(split.train) == 30 and {p.dn.shape for p in split.train} == {(128, 128, 4)}
+  for patch, rows, cols in split.heldout:
+    held = patch.dn[rows, cols]
+    assert held.shape == (128, 128, 4)
+    quarters = [p.dn for p in split.train if p.name.startswith(patch.name + "_q")]
+    assert len(quarters) == 3 and not any(np.array_equal(q, held) for q in quarters)
+    np.testing.assert_array_equal(quarters[0], patch.dn[:128, :128])
+
+
+def test_oracle_linear_recovers_an_exact_linear_map():
+  rng = np.random.default_rng(0)
+  rgb = rng.uniform(0.0, 0.5, (64, 64, 3))
+  nir = rgb @ np.array([0.3, 0.9, 0.1]) + 0.05
+  dn = np.round(np.concatenate([rgb, nir[..., None]], -1) * 10_000).astype(np.uint16)
+  patch = real_s2.Patch("p", dn, np.ones((64, 64), bool), 0.0, 0.0)
+  split = real_s2.Split([], [(patch, slice(None), slice(None))])
+  scores = real_s2.score(split, real_s2.oracle_linear(split))
+  assert scores["l1"]["mean"] < 1e-4 and scores["ssim"]["mean"] > 0.999
+
+
+def test_benchmark_runs_end_to_end_on_the_real_patches(tmp_path):
+  out = subprocess.run(
+      [sys.executable, str(REPO / "benchmarks" / "real_s2.py"), "--models", "gan,linear",
+       "--protocols", "patch", "--steps_scale", "0.001", "--out", str(tmp_path)],
+      capture_output=True, text=True, check=True, cwd=tmp_path, timeout=900)
+  line = json.loads(out.stdout.strip().splitlines()[-1])
+  scores = line["results"]["patch"]
+  assert set(scores) == {"gan", "linear", "oracle linear"}
+  for model in scores.values():
+    assert set(model["l1"]) == {"mean", *real_s2.DEFAULT_HOLDOUT}
+    assert all(np.isfinite(v) for metric in model.values() for v in metric.values())
+  assert set(line["goal"]) == {"mae_gain_vs_linear", "ndvi_mae_gain_vs_linear",
+                               "ssim_minus_linear"}
+  table = (tmp_path / "real_s2.md").read_text()
+  assert "| gan |" in table and "| oracle linear |" in table
+  assert (tmp_path / "real_s2.png").stat().st_size > 10_000
