@@ -1,7 +1,7 @@
 """How a recipe generalises on real Sentinel-2 imagery: NIR-GAN against the baselines on
 patches and areas never seen in training.
 
-    python benchmarks/real_s2.py [--data samples/s2_100k_10] [--out benchmarks/results/real_s2]
+    python benchmarks/real_s2.py [--data tests/data/s2_100k_10] [--out benchmarks/results/real_s2]
         [--holdout patch_25630,patch_502692,patch_526850] [--models gan,linear,mlp,cnn]
         [--protocols patch,block] [--steps_scale 1.0]
 
@@ -212,7 +212,7 @@ def save_figure(split: Split, predictions: dict[str, list[np.ndarray]], path: Pa
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data", type=Path, default=REPO / "samples" / "s2_100k_10")
+  parser.add_argument("--data", type=Path, default=REPO / "tests" / "data" / "s2_100k_10")
   parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "real_s2")
   parser.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT),
                       help="patches of the patch hold-out (file stems)")

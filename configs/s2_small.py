@@ -1,8 +1,8 @@
 """A CPU recipe for a small real set: Sentinel-2 only, the generator's radiometry path on,
 illumination-gain augmentation, no SatCLIP checkpoint. Sized to train in about 10 minutes
-on 2 CPU cores on the ten real patches of ``samples/s2_100k_10``:
+on 2 CPU cores on the ten real patches of ``tests/data/s2_100k_10``:
 
-    python -m data_prep.build s2_100k --manual_dir samples/s2_100k_10 --data_dir data/tfds
+    python -m data_prep.build s2_100k --manual_dir tests/data/s2_100k_10 --data_dir data/tfds
     python -m nirgan_jax.train --config configs/s2_small.py --workdir runs/s2_small \
         --config.data.train_split=train+validation+test
 

@@ -11,7 +11,7 @@ from benchmarks import real_s2
 
 from conftest import REPO
 
-SAMPLES = REPO / "samples" / "s2_100k_10"
+SAMPLES = REPO / "tests" / "data" / "s2_100k_10"
 
 
 def test_patch_hold_out_keeps_whole_patches_including_a_bright_one_out_of_training():
