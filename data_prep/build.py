@@ -115,6 +115,10 @@ def build(source: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
     builder = cls(data_dir=str(paths.as_path(data_dir)), config=builder_config)  # local or gs://
     if builder.is_prepared() and not overwrite:
       return builder, None
+    # A build on gs:// would fail only after reading its inputs: TFDS hands the split files
+    # to ArrayRecord's writer, which opens them as local files (its reader does read gs://).
+    paths.local_path(data_dir, "TFDS writes the ArrayRecord files of a build with a writer "
+                     "that opens local files only")
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.num_workers = workers

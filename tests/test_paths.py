@@ -9,7 +9,7 @@ writes and reads arrays through TensorStore's own ``gs://`` driver and TFDS open
 datasets through its own cloud support, which the mock cannot reach: here Orbax's
 ``StandardCheckpointer`` is checked to be handed the intact URI and then pointed at the same
 local folder, while training checkpoints (``CheckpointManager``) and datasets on ``gs://`` are
-left to those libraries' native support.
+left to those libraries' native support, which ``tests/test_gcs.py`` runs against an emulator.
 """
 
 import dataclasses
