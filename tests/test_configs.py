@@ -3,6 +3,8 @@ the reference values and the variants change only what they are for."""
 
 import re
 
+import jax
+import numpy as np
 import pytest
 
 from data_prep import build
@@ -88,10 +90,25 @@ def test_small_real_set_baselines_change_only_the_model_loss_and_optimiser(varia
   baseline = module.get_config(variant)
   config_checks.validate_config(baseline)
   assert _differences(module.get_config().to_dict(), baseline.to_dict()) == {
-      "model.generator.kind", "model.baseline.hidden", "loss.lambda_gan", "loss.lambda_ssim",
-      "optim.lr", "optim.b1"}
+      "model.generator.kind", "model.baseline.hidden", "pad", "loss.lambda_gan",
+      "loss.lambda_ssim", "optim.lr", "optim.b1"}
   with pytest.raises(ValueError, match="variant must be one of"):
     module.get_config("resnet")
+
+
+@pytest.mark.parametrize("variant", ["linear", "mlp", "cnn"])
+def test_small_real_set_baselines_pad_just_their_receptive_field(variant):
+  """Their context padding, narrower than the GAN's, gives the loss pixels the very same
+  prediction as the GAN's 8 px would."""
+  module = load_config_module(REPO / "configs" / "s2_small.py")
+  config = module.get_config(variant)
+  nirgan = models.NIRGAN.from_config(config)
+  rgb = jax.random.uniform(jax.random.key(0), (2, 24, 24, 3)) * 0.5
+  params = nirgan.generator.init(jax.random.key(1), rgb)["params"]
+  wide = module.get_config().pad
+  assert config.pad < wide
+  np.testing.assert_allclose(nirgan.generate(params, rgb, None),
+                             nirgan.generate(params, rgb, None, pad=wide), atol=1e-6)
 
 
 @pytest.mark.parametrize("name,changed", [

@@ -49,18 +49,26 @@ def test_oracle_linear_recovers_an_exact_linear_map():
 
 
 def test_benchmark_runs_end_to_end_on_the_real_patches(tmp_path):
+  """Both protocols, each in its own process (the default two jobs)."""
   out = subprocess.run(
       [sys.executable, str(REPO / "benchmarks" / "real_s2.py"), "--models", "gan,linear",
-       "--protocols", "patch", "--steps_scale", "0.001", "--out", str(tmp_path)],
-      capture_output=True, text=True, check=True, cwd=tmp_path, timeout=900)
+       "--steps_scale", "0.001", "--out", str(tmp_path / "out"), "--workdir",
+       str(tmp_path / "runs")], capture_output=True, text=True, check=True, cwd=tmp_path,
+      timeout=900)
   line = json.loads(out.stdout.strip().splitlines()[-1])
-  scores = line["results"]["patch"]
-  assert set(scores) == {"gan", "linear", "oracle linear"}
-  for model in scores.values():
-    assert set(model["l1"]) == {"mean", *real_s2.DEFAULT_HOLDOUT}
-    assert all(np.isfinite(v) for metric in model.values() for v in metric.values())
+  assert line["jobs"] == 2 and set(line["train_s"]) == {
+      f"{protocol}/{model}" for protocol in ("patch", "block") for model in ("gan", "linear")}
+  heldout_regions = {"patch": set(real_s2.DEFAULT_HOLDOUT),
+                     "block": {p.name for p in real_s2.read_patches(SAMPLES)}}
+  for protocol, regions in heldout_regions.items():
+    scores = line["results"][protocol]
+    assert set(scores) == {"gan", "linear", "oracle linear"}
+    for model in scores.values():
+      assert set(model["l1"]) == {"mean", *regions}
+      assert all(np.isfinite(v) for metric in model.values() for v in metric.values())
+    assert (tmp_path / "runs" / protocol / "gan" / "checkpoints").is_dir()
   assert set(line["goal"]) == {"mae_gain_vs_linear", "ndvi_mae_gain_vs_linear",
                                "ssim_minus_linear"}
-  table = (tmp_path / "real_s2.md").read_text()
-  assert "| gan |" in table and "| oracle linear |" in table
-  assert (tmp_path / "real_s2.png").stat().st_size > 10_000
+  table = (tmp_path / "out" / "real_s2.md").read_text()
+  assert "| gan |" in table and "| oracle linear |" in table and "**block**" in table
+  assert (tmp_path / "out" / "real_s2.png").stat().st_size > 10_000
