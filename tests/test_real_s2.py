@@ -4,8 +4,11 @@ map, and the whole benchmark runs on the vendored real patches."""
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks import real_s2
 
@@ -72,3 +75,50 @@ def test_benchmark_runs_end_to_end_on_the_real_patches(tmp_path):
   table = (tmp_path / "out" / "real_s2.md").read_text()
   assert "| gan |" in table and "| oracle linear |" in table and "**block**" in table
   assert (tmp_path / "out" / "real_s2.png").stat().st_size > 10_000
+
+
+def _job_processes(parent: int) -> list[int]:
+  """Live processes that ``parent`` started through multiprocessing's spawn."""
+  jobs = []
+  for stat in Path("/proc").glob("[0-9]*/stat"):
+    try:
+      fields = stat.read_text().rsplit(")", 1)[1].split()
+      cmdline = (stat.parent / "cmdline").read_bytes()
+    except OSError:  # ended while listed
+      continue
+    state, ppid = fields[0], int(fields[1])
+    if ppid == parent and state != "Z" and b"spawn_main" in cmdline:
+      jobs.append(int(stat.parent.name))
+  return jobs
+
+
+def _alive(pid: int) -> bool:
+  try:
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_killing_the_benchmark_ends_its_jobs(tmp_path):
+  benchmark = subprocess.Popen(
+      [sys.executable, str(REPO / "benchmarks" / "real_s2.py"), "--steps_scale", "0.001",
+       "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "runs")],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+  try:
+    started = 0
+    for line in benchmark.stderr:
+      started += line.startswith("[real_s2]")
+      if started == 2:  # both protocols' jobs are training their first model
+        break
+    jobs = _job_processes(benchmark.pid)
+    assert len(jobs) == 2
+  finally:
+    benchmark.kill()
+    benchmark.wait()
+    benchmark.stderr.close()
+  deadline = time.monotonic() + 20
+  while any(_alive(pid) for pid in jobs) and time.monotonic() < deadline:
+    time.sleep(0.5)
+  assert not any(_alive(pid) for pid in jobs)
+  assert not (tmp_path / "out").exists()
