@@ -21,8 +21,9 @@ the held-out pixels themselves: the best any per-pixel linear map could do there
 JSON line; writes ``<out>/real_s2.md`` (the tables) and ``<out>/real_s2.png`` (held-out
 patches, the GAN beside the best baseline).
 
-The protocols train at once in ``--jobs`` processes (``--jobs 1``: in turn, in one); within
-a protocol the models train one after another. ``--workdir`` keeps the runs: a finished run
+The protocols train at once in ``--jobs`` processes, each on its own share of the CPU
+cores (``--jobs 1``: in turn, in one, on all of them); within a protocol the models train
+one after another. ``--workdir`` keeps the runs: a finished run
 found there is scored again without training.
 """
 
@@ -252,6 +253,7 @@ class ProtocolOutcome:
   results: dict  # model -> scores
   predictions: dict[str, list[np.ndarray]]  # model -> held-out regions
   seconds: dict[str, float]  # model -> training and prediction time
+  cores: list[int]  # the CPU cores it trained on
 
 
 def splits_of(args: argparse.Namespace) -> dict[str, Split]:
@@ -259,12 +261,17 @@ def splits_of(args: argparse.Namespace) -> dict[str, Split]:
   return {"patch": patch_split(patches, args.holdout), "block": block_split(patches)}
 
 
-def run_protocol(args: argparse.Namespace, protocol: str, workdir: Path) -> ProtocolOutcome:
-  """Trains and scores every model of ``args.models`` under ``protocol``, one after another."""
+def run_protocol(args: argparse.Namespace, protocol: str, workdir: Path,
+                 cores: set[int] | None = None) -> ProtocolOutcome:
+  """Trains and scores every model of ``args.models`` under ``protocol``, one after another,
+  on ``cores`` (default: those this process has). XLA sizes its thread pool by the cores a
+  process may use when it first runs, so they are set before anything runs on JAX."""
+  if cores is not None:
+    os.sched_setaffinity(0, cores)
   split = splits_of(args)[protocol]
   source = pipeline.InMemorySource([stored_example(p) for p in split.train]).register(
       f"real_s2_{protocol}")
-  outcome = ProtocolOutcome({}, {}, {})
+  outcome = ProtocolOutcome({}, {}, {}, sorted(os.sched_getaffinity(0)))
   for model in args.models:
     print(f"[real_s2] {protocol} hold-out: training {model}", file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -294,9 +301,21 @@ def _set_up_job(parent: int) -> None:
   threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
+def core_groups(jobs: int) -> list[set[int]]:
+  """The cores of this process in ``jobs`` disjoint sets, one per job (every core to each
+  job when there are fewer cores than jobs)."""
+  cores = sorted(os.sched_getaffinity(0))
+  if len(cores) < jobs:
+    return [set(cores)] * jobs
+  return [set(cores[i::jobs]) for i in range(jobs)]
+
+
 def run_protocols(args: argparse.Namespace, workdir: Path) -> dict[str, ProtocolOutcome]:
-  """One protocol per job process. On a few CPU cores two trainings at once keep the cores
-  busier than one: a single small training leaves them partly idle between its many ops."""
+  """One protocol per job process, each on its own cores. On a few CPU cores two trainings
+  at once keep the cores busier than one: a single small training leaves them partly idle
+  between its many ops. Two trainings sharing all cores spend the gain on their threads
+  contending: two GAN steps of configs/s2_small.py at once, 1.08 s each shared against 0.97
+  s each on a core of its own (2 cores, idle)."""
   # The steps' large temporary buffers are mmap-ed and faulted in afresh on every step; with
   # glibc's malloc on transparent huge pages that costs 512x fewer page faults (a GAN step of
   # configs/s2_small.py: 0.51 s -> 0.41 s on 2 cores). Read at process start, so it is set
@@ -306,7 +325,9 @@ def run_protocols(args: argparse.Namespace, workdir: Path) -> dict[str, Protocol
   jobs = min(args.jobs, len(args.protocols))
   with futures.ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_set_up_job,
                                   initargs=(os.getpid(),)) as pool:
-    running = {p: pool.submit(run_protocol, args, p, workdir / p) for p in args.protocols}
+    groups = core_groups(jobs)
+    running = {p: pool.submit(run_protocol, args, p, workdir / p, groups[i % jobs])
+               for i, p in enumerate(args.protocols)}
     return {p: job.result() for p, job in running.items()}
 
 
@@ -320,6 +341,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
   outcomes = run_protocols(args, workdir)
   results = {p: outcome.results for p, outcome in outcomes.items()}
   seconds = {f"{p}/{m}": s for p, outcome in outcomes.items() for m, s in outcome.seconds.items()}
+  cores = {p: outcome.cores for p, outcome in outcomes.items()}
   args.out.mkdir(parents=True, exist_ok=True)
   (args.out / "real_s2.md").write_text(markdown(results, notes))
   figure_predictions = outcomes["patch"].predictions if "patch" in outcomes else {}
@@ -329,8 +351,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     save_figure(splits["patch"], {"GAN": figure_predictions["gan"], best: figure_predictions[best]},
                 args.out / "real_s2.png")
   return {"benchmark": "real_s2", "data": str(args.data), **common.environment(),
-          "jobs": min(args.jobs, len(args.protocols)), "results": results, "goal": goal(results),
-          "train_s": seconds, "wall_s": round(time.perf_counter() - start, 1)}
+          "jobs": min(args.jobs, len(args.protocols)), "cores": cores, "results": results,
+          "goal": goal(results), "train_s": seconds,
+          "wall_s": round(time.perf_counter() - start, 1)}
 
 
 def main(argv=None) -> None:

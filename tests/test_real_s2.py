@@ -2,6 +2,7 @@
 map, and the whole benchmark runs on the vendored real patches."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -52,13 +53,16 @@ def test_oracle_linear_recovers_an_exact_linear_map():
 
 
 def test_benchmark_runs_end_to_end_on_the_real_patches(tmp_path):
-  """Both protocols, each in its own process (the default two jobs)."""
+  """Both protocols, each in its own process (the default two jobs) on its own cores."""
   out = subprocess.run(
       [sys.executable, str(REPO / "benchmarks" / "real_s2.py"), "--models", "gan,linear",
        "--steps_scale", "0.001", "--out", str(tmp_path / "out"), "--workdir",
        str(tmp_path / "runs")], capture_output=True, text=True, check=True, cwd=tmp_path,
       timeout=900)
   line = json.loads(out.stdout.strip().splitlines()[-1])
+  patch_cores, block_cores = set(line["cores"]["patch"]), set(line["cores"]["block"])
+  assert patch_cores | block_cores == os.sched_getaffinity(0)
+  assert patch_cores.isdisjoint(block_cores) or len(os.sched_getaffinity(0)) == 1
   assert line["jobs"] == 2 and set(line["train_s"]) == {
       f"{protocol}/{model}" for protocol in ("patch", "block") for model in ("gan", "linear")}
   heldout_regions = {"patch": set(real_s2.DEFAULT_HOLDOUT),
