@@ -23,8 +23,8 @@ patches, the GAN beside the best baseline).
 
 The protocols train at once in ``--jobs`` processes, each on its own share of the CPU
 cores (``--jobs 1``: in turn, in one, on all of them); within a protocol the models train
-one after another. ``--workdir`` keeps the runs: a finished run
-found there is scored again without training.
+one after another. ``--workdir`` keeps the runs: a finished run found there is scored again
+without training.
 """
 
 from __future__ import annotations
@@ -301,6 +301,10 @@ def _set_up_job(parent: int) -> None:
   threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
+def job_count(args: argparse.Namespace) -> int:
+  return min(args.jobs, len(args.protocols))
+
+
 def core_groups(jobs: int) -> list[set[int]]:
   """The cores of this process in ``jobs`` disjoint sets, one per job (every core to each
   job when there are fewer cores than jobs)."""
@@ -322,7 +326,7 @@ def run_protocols(args: argparse.Namespace, workdir: Path) -> dict[str, Protocol
   # here for the job processes, which inherit it.
   os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
   spawn = multiprocessing.get_context("spawn")  # a fresh JAX runtime in each job
-  jobs = min(args.jobs, len(args.protocols))
+  jobs = job_count(args)
   with futures.ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_set_up_job,
                                   initargs=(os.getpid(),)) as pool:
     groups = core_groups(jobs)
@@ -351,7 +355,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     save_figure(splits["patch"], {"GAN": figure_predictions["gan"], best: figure_predictions[best]},
                 args.out / "real_s2.png")
   return {"benchmark": "real_s2", "data": str(args.data), **common.environment(),
-          "jobs": min(args.jobs, len(args.protocols)), "cores": cores, "results": results,
+          "jobs": job_count(args), "cores": cores, "results": results,
           "goal": goal(results), "train_s": seconds,
           "wall_s": round(time.perf_counter() - start, 1)}
 
