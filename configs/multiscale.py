@@ -29,6 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
       ndvi=0.33, ndwi=0.33, evi=0.33, savi=0.0, msavi=0.0, gndvi=0.0))
 
   config.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
+  # Evaluation, checkpoint selection and export use an exponential moving average of the
+  # generator's weights with this decay (it averages over about 1 / (1 - decay) steps);
+  # 0 (the original) uses the weights as trained.
+  config.optim.ema_decay = 0.0
   # ReduceLROnPlateau on val L1 for G and D (PyTorch semantics). The original configures
   # factor 0.5 but never passes it, so it ran with PyTorch's default 0.1: kept here.
   config.optim.plateau = ml_collections.ConfigDict(dict(

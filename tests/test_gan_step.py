@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -131,17 +132,39 @@ def test_train_step_honours_the_valid_mask():
 def test_nonfinite_loss_leaves_the_states_unchanged():
   config = tiny_config("multiply")
   config.model.conv_impl = "xla"
+  config.optim.ema_decay = 0.9
   nirgan, mesh, g, d, s = _setup(config, jax.devices())
   step = gan_step.make_train_step(nirgan, mesh)
+  key = jax.random.key(2, impl="rbg")
+  g, d, _ = step(g, d, s, mesh_lib.shard_batch(mesh, _batch()), key)  # average != weights
   bad = _batch()
   bad["nir"][0, 0, 0, 0] = np.nan
-  before_g = jax.device_get(g.params)
-  before_d = jax.device_get(d.params)
-  g, d, m = step(g, d, s, mesh_lib.shard_batch(mesh, bad), jax.random.key(2, impl="rbg"))
+  before = jax.device_get((g.step, g.params, g.ema_params, d.params))
+  g, d, m = step(g, d, s, mesh_lib.shard_batch(mesh, bad), key)
   assert float(m["nonfinite"]) == 1.0
   assert not np.isfinite(float(m["g_l1"]))
-  for before, after in ((before_g, g.params), (before_d, d.params)):
-    jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(after))
+  jax.tree.map(np.testing.assert_array_equal, before,
+               jax.device_get((g.step, g.params, g.ema_params, d.params)))
+
+
+def test_weight_average_is_the_bias_corrected_mean_of_the_updates():
+  decay, params = 0.8, {"w": jnp.array([1.0, -2.0])}
+  state = train_state.TrainState.create(apply_fn=None, params=params, tx=optax.sgd(0.5),
+                                        ema_decay=decay)
+  assert state.eval_params is state.ema_params
+  after_each = []
+  for t in range(1, 5):
+    state = state.apply_gradients(grads={"w": jnp.array([t, 1.0 - t])})
+    after_each.append(np.asarray(state.params["w"]))
+  # Update i weighs decay ** (4 - i); the initial weights not at all.
+  weights = decay ** np.arange(3, -1, -1)
+  expected = (weights[:, None] * np.stack(after_each)).sum(0) / weights.sum()
+  np.testing.assert_allclose(np.asarray(state.ema_params["w"]), expected, rtol=1e-6)
+  assert not np.allclose(expected, after_each[-1])
+
+  plain = train_state.TrainState.create(apply_fn=None, params=params, tx=optax.sgd(0.5))
+  plain = plain.apply_gradients(grads={"w": jnp.ones(2)})
+  assert plain.ema_params is None and plain.eval_params is plain.params
 
 
 def test_nonfinite_gradient_with_a_finite_loss_leaves_the_states_unchanged(monkeypatch):

@@ -207,6 +207,35 @@ def test_fine_tuning_from_a_workdir_refuses_another_shape(trained_run, demo_data
     loop.train_and_evaluate(config, str(tmp_path / "wrong"))
 
 
+def _averaged(data_dir, steps):
+  config = tiny(data_dir, steps=steps, eval_every=4)
+  config.optim.ema_decay = 0.5
+  return config
+
+
+def test_weight_average_is_checkpointed_resumed_and_exported(trained_run, demo_data, tmp_path):
+  resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+  loop.train_and_evaluate(_averaged(demo_data, 4), str(resumed))
+  loop.train_and_evaluate(_averaged(demo_data, 8), str(resumed))
+  loop.train_and_evaluate(_averaged(demo_data, 8), str(straight))
+  assert (resumed / "checkpoints" / "8" / checkpointing.GENERATOR_EMA).is_dir()
+  average, _, _ = checkpointing.restore_weights(resumed, "latest")
+  trained, _, _ = checkpointing.restore_weights(resumed, "latest", average=False)
+  assert not np.allclose(average["generator"]["conv_in"]["kernel"],
+                         trained["generator"]["conv_in"]["kernel"])
+  expected, _, _ = checkpointing.restore_weights(straight, "latest")
+  jax.tree.map(np.testing.assert_array_equal, average, expected)
+
+  export.export_model(resumed, tmp_path / "model", "latest")
+  exported, _ = model_io.load_model_dir(tmp_path / "model")
+  jax.tree.map(np.testing.assert_array_equal, exported["generator"], average["generator"])
+
+  # A run that kept no average cannot resume with one; its checkpoints stay as they were.
+  with pytest.raises(ValueError, match="holds no moving average of the generator"):
+    loop.train_and_evaluate(_averaged(demo_data, 8), str(trained_run.workdir))
+  assert _steps(trained_run.workdir) == [2, 4, 6]
+
+
 def test_resume_after_sigkill_is_bit_identical(demo_data, tmp_path):
   steps = 40
   uninterrupted = tmp_path / "uninterrupted"

@@ -2,7 +2,8 @@
 Grain iterator, and JSON metadata (config, input-pipeline fingerprint, plateau state),
 keeping the latest and the best N by validation L1.
 
-Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,satclip,data_iter,metadata}``.
+Layout: ``WORKDIR/checkpoints/<step>/{generator,discriminator,satclip,data_iter,metadata}``,
+and ``generator_ema`` (the moving average of the generator's weights) if the run keeps one.
 Paths may be local or on cloud storage (``gs://...``, ``nirgan_jax.paths``).
 """
 
@@ -18,11 +19,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from nirgan_jax import paths
-from nirgan_jax.errors import NirganError, UsageError, one_line
+from nirgan_jax.errors import ConfigError, NirganError, UsageError, one_line
 
 VAL_METRIC = "val_l1"
 CHECKPOINTS_DIR = "checkpoints"
 WEIGHT_ITEMS = ("generator", "discriminator", "satclip")
+GENERATOR_EMA = "generator_ema"
 
 
 class CheckpointNotFoundError(NirganError, FileNotFoundError):
@@ -56,11 +58,13 @@ def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, satclip_pa
   """Saves asynchronously. ``satclip_params`` ({} without injection) travel with the run so
   that export never needs the original SatCLIP file again."""
   items = dict(
-      generator=ocp.args.StandardSave(g_state),
-      discriminator=ocp.args.StandardSave(d_state),
+      generator=ocp.args.StandardSave(g_state.stored()),
+      discriminator=ocp.args.StandardSave(d_state.stored()),
       data_iter=grain.checkpoint.CheckpointSave(data_iterator),
       metadata=ocp.args.JsonSave(metadata),
   )
+  if g_state.ema_params is not None:
+    items[GENERATOR_EMA] = ocp.args.StandardSave(g_state.ema_params)
   if satclip_params:
     items["satclip"] = ocp.args.StandardSave(satclip_params)
   manager.save(step, metrics=metrics, args=ocp.args.Composite(**items))
@@ -75,13 +79,23 @@ def restore(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_it
   abstract = lambda tree: jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
       if hasattr(x, "sharding") else x, tree)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      generator=ocp.args.StandardRestore(abstract(g_state)),
-      discriminator=ocp.args.StandardRestore(abstract(d_state)),
+  items = dict(
+      generator=ocp.args.StandardRestore(abstract(g_state.stored())),
+      discriminator=ocp.args.StandardRestore(abstract(d_state.stored())),
       data_iter=grain.checkpoint.CheckpointRestore(data_iterator),
       metadata=ocp.args.JsonRestore(),
-  ))
-  return restored.generator, restored.discriminator, restored.metadata
+  )
+  if g_state.ema_params is not None:
+    if not (epath.Path(manager.directory) / str(step) / GENERATOR_EMA).is_dir():
+      raise ConfigError(f"{manager.directory}/{step}: holds no moving average of the generator "
+                        "to resume with optim.ema_decay > 0; resume with the run's "
+                        "optim.ema_decay=0, or start a new workdir")
+    items[GENERATOR_EMA] = ocp.args.StandardRestore(abstract(g_state.ema_params))
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  state = lambda target, stored, **fields: target.replace(
+      step=stored.step, params=stored.params, opt_state=stored.opt_state, **fields)
+  return (state(g_state, restored.generator, ema_params=restored.get(GENERATOR_EMA)),
+          state(d_state, restored.discriminator), restored.metadata)
 
 
 def restore_metadata(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -135,12 +149,14 @@ def _restore_on_one_device(item_dir: epath.Path) -> Any:
   return checkpointer.restore(item_dir, target)
 
 
-def restore_weights(path: str | os.PathLike, which: str | int = "best"
+def restore_weights(path: str | os.PathLike, which: str | int = "best", average: bool = True
                     ) -> tuple[dict[str, Any], dict[str, Any], int]:
   """(params, metadata, step) of a run's checkpoint, without the optimizer states.
 
   ``params`` has "generator" and "discriminator" (and "satclip" if the run injected
-  SatCLIP) as numpy trees; ``metadata`` holds the run's config as a dict.
+  SatCLIP) as numpy trees; ``metadata`` holds the run's config as a dict. The generator is
+  the moving average of its weights if the run kept one (``optim.ema_decay``) and
+  ``average``, else its weights as trained.
   """
   manager = open_read_only(path)
   step = resolve_step(manager, which)
@@ -150,8 +166,11 @@ def restore_weights(path: str | os.PathLike, which: str | int = "best"
     for item in WEIGHT_ITEMS:
       if (step_dir / item).is_dir():
         restored = _restore_on_one_device(step_dir / item)
-        params[item] = jax.tree.map(np.asarray, restored["params"] if item != "satclip"
-                                    else restored)
+        params[item] = jax.tree.map(np.asarray, restored if item == "satclip"
+                                    else restored["params"])
+    if average and (step_dir / GENERATOR_EMA).is_dir():
+      params["generator"] = jax.tree.map(np.asarray,
+                                         _restore_on_one_device(step_dir / GENERATOR_EMA))
     return params, restore_metadata(manager, step), step
   except Exception as e:  # Orbax raises a variety of types for damaged checkpoints.
     raise NirganError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e

@@ -27,6 +27,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       ("loss.gan_mode", config.loss.gan_mode in losses.GAN_MODES),
       ("loss.rs_criterion", config.loss.rs_criterion in losses.RS_CRITERIA),
       ("optim.lr", config.optim.lr > 0),
+      ("optim.ema_decay", 0 <= config.optim.ema_decay < 1),
       ("optim.plateau.factor", 0 < config.optim.plateau.factor < 1),
       ("optim.plateau.patience", config.optim.plateau.patience >= 0),
       ("data.image_size", config.data.image_size > 0 and config.data.image_size % 4 == 0),

@@ -240,10 +240,10 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
         history, period_start = {}, now
       if every(cfg.image_every, step):
         writer.write_images(step, {"val/panels": prediction_panels(
-            eval_step, run.g_state.params, run.satclip_params, data.eval_data, mesh,
+            eval_step, run.g_state.eval_params, run.satclip_params, data.eval_data, mesh,
             data.global_batch, cfg.num_images)})
       if every(cfg.eval_every, step):
-        eval_metrics = evaluate(eval_step, run.g_state.params, run.satclip_params,
+        eval_metrics = evaluate(eval_step, run.g_state.eval_params, run.satclip_params,
                                 data.eval_data, mesh, data.global_batch, data.reader)
         writer.write_scalars(step, eval_metrics)
         _update_learning_rate(run, eval_metrics[checkpointing.VAL_METRIC])

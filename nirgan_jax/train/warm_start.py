@@ -97,7 +97,8 @@ def _check_same_tree(name: str, loaded: Any, expected: Any, path: str) -> None:
 
 def with_init_params(state: TrainState, name: str, params: Any, path: str,
                      mesh) -> TrainState:
-  """``state`` with its params replaced by ``params`` (fresh optimizer state)."""
+  """``state`` with its params (and their moving average) replaced by ``params``, its optimizer
+  state fresh."""
   _check_same_tree(name, params, state.params, path)
   params = jax.tree.map(lambda new, old: np.asarray(new, old.dtype), params, state.params)
-  return state.replace(params=jax.device_put(params, mesh_lib.replicated(mesh)))
+  return state.with_params(jax.device_put(params, mesh_lib.replicated(mesh)))
