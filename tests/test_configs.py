@@ -91,7 +91,7 @@ def test_small_real_set_baselines_change_only_the_model_loss_and_optimiser(varia
   config_checks.validate_config(baseline)
   assert _differences(module.get_config().to_dict(), baseline.to_dict()) == {
       "model.generator.kind", "model.baseline.hidden", "pad", "loss.lambda_gan",
-      "loss.lambda_ssim", "optim.lr", "optim.b1"}
+      "loss.lambda_ssim", "optim.lr", "optim.b1", "optim.ema_decay"}
   with pytest.raises(ValueError, match="variant must be one of"):
     module.get_config("resnet")
 
