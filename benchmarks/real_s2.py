@@ -17,9 +17,11 @@ patches with tiled inference. Two protocols:
 
 Scores are MAE, NDVI MAE and SSIM (window 11, 'same' padding) over the held-out pixels, the
 mean over held-out regions. ``oracle linear`` is a least-squares fit of NIR on RGB made on
-the held-out pixels themselves: the best any per-pixel linear map could do there. Prints one
-JSON line; writes ``<out>/real_s2.md`` (the tables) and ``<out>/real_s2.png`` (held-out
-patches, the GAN beside the best baseline).
+the held-out pixels themselves: the best any per-pixel linear map could do there. A model
+that keeps a moving average of its generator's weights (the GAN) is scored with it, and the
+same run's weights as trained are scored too (``gan, weights as trained``). Prints one JSON
+line; writes ``<out>/real_s2.md`` (the tables) and ``<out>/real_s2.png`` (held-out patches,
+the GAN beside the best baseline).
 
 The protocols train at once in ``--jobs`` processes, each on its own share of the CPU
 cores (``--jobs 1``: in turn, in one, on all of them); within a protocol the models train
@@ -64,6 +66,7 @@ from nirgan_jax.models import config as model_config
 from nirgan_jax.train import checkpointing, loop
 
 MODELS = ("gan", "linear", "mlp", "cnn")
+AS_TRAINED = ", weights as trained"  # a model's row scored without its weight average
 PROTOCOLS = ("patch", "block")
 DEFAULT_HOLDOUT = ("patch_25630", "patch_502692", "patch_526850")
 SSIM_WINDOW = 11
@@ -145,10 +148,17 @@ def run_config(model: str, source: str, steps_scale: float) -> ml_collections.Co
 
 def train_and_predict(config: ml_collections.ConfigDict, split: Split, workdir: Path
                       ) -> list[np.ndarray]:
-  """Trains ``config`` in ``workdir``, predicts every held-out patch whole with its last
-  step (tiled, as ``predict`` does) and returns the predictions of the held-out regions."""
+  """Trains ``config`` in ``workdir`` and returns ``predict_heldout`` of its last step."""
   loop.train_and_evaluate(config, str(workdir), writer=metric_writers.LoggingWriter())
-  params, _, step = checkpointing.restore_weights(workdir, "latest")
+  return predict_heldout(config, split, workdir)
+
+
+def predict_heldout(config: ml_collections.ConfigDict, split: Split, workdir: Path,
+                    average: bool = True) -> list[np.ndarray]:
+  """Predicts every held-out patch whole with the last step of the run in ``workdir`` (tiled,
+  as ``predict`` does; its generator's weight average if it kept one and ``average``) and
+  returns the predictions of the held-out regions."""
+  params, _, step = checkpointing.restore_weights(workdir, "latest", average)
   model = Model(model_config.model_sections(config), {"generator": params["generator"]},
                 f"{workdir} step {step}")
   out = []
@@ -275,10 +285,13 @@ def run_protocol(args: argparse.Namespace, protocol: str, workdir: Path,
   for model in args.models:
     print(f"[real_s2] {protocol} hold-out: training {model}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    outcome.predictions[model] = train_and_predict(run_config(model, source, args.steps_scale),
-                                                   split, workdir / model)
+    config = run_config(model, source, args.steps_scale)
+    outcome.predictions[model] = train_and_predict(config, split, workdir / model)
     outcome.seconds[model] = round(time.perf_counter() - start, 1)
     outcome.results[model] = score(split, outcome.predictions[model])
+    if config.optim.ema_decay > 0:  # what the average changes, on the very same run
+      outcome.results[model + AS_TRAINED] = score(
+          split, predict_heldout(config, split, workdir / model, average=False))
   outcome.results["oracle linear"] = score(split, oracle_linear(split))
   return outcome
 

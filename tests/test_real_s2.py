@@ -69,7 +69,8 @@ def test_benchmark_runs_end_to_end_on_the_real_patches(tmp_path):
                      "block": {p.name for p in real_s2.read_patches(SAMPLES)}}
   for protocol, regions in heldout_regions.items():
     scores = line["results"][protocol]
-    assert set(scores) == {"gan", "linear", "oracle linear"}
+    assert set(scores) == {"gan", "gan" + real_s2.AS_TRAINED, "linear", "oracle linear"}
+    assert scores["gan"] != scores["gan" + real_s2.AS_TRAINED]
     for model in scores.values():
       assert set(model["l1"]) == {"mean", *regions}
       assert all(np.isfinite(v) for metric in model.values() for v in metric.values())
