@@ -26,12 +26,13 @@ import tensorflow_datasets as tfds
 
 from data_prep.demo import Demo
 from data_prep.landsat8 import Landsat8
+from data_prep.rgbn_geotiff import RgbnGeotiff
 from data_prep.s2_100k import S2100k
 from data_prep.sen2naip import Sen2Naip
 from data_prep.worldstrat import WorldStrat
 from nirgan_jax import errors, paths
 
-BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, S2100k, Sen2Naip, WorldStrat)}
+BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, RgbnGeotiff, S2100k, Sen2Naip, WorldStrat)}
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
 
 

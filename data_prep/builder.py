@@ -68,6 +68,7 @@ class Patch:
   sensor: str
   source_id: str
   date: str = ""
+  level: str = ""
   nodata: np.ndarray | None = None  # (P, P) bool: the source's no-data pixels (NaN aside)
 
   @functools.cached_property
@@ -92,6 +93,7 @@ class Patch:
         "sensor": self.sensor,
         "source_id": self.source_id,
         "date": self.date,
+        "level": self.level,
     }
 
 
@@ -220,17 +222,20 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _tile_raster(self, path: Path, layout: raster.BandLayout, to_reflectance, sensor: str,
                    default_nodata: float | None = None, date: str = "",
                    locate=None, gsd_m: float | None = None, source_name: str | None = None,
-                   invalid=None) -> Iterator[Patch]:
+                   invalid=None, nodata: float | None = None, level: str = ""
+                   ) -> Iterator[Patch]:
     """Patches of one raster: RGBN bands per ``layout``, reflectance from
     ``to_reflectance(dn_float64)``, centres from the raster's CRS and transform (for an
     unreferenced raster: ``locate(window) -> (lon, lat)``, with its ``gsd_m``). ``invalid(dn)`` may
-    flag source-specific no-data pixels beyond NaN and the nodata value. Patch ids are
+    flag source-specific no-data pixels beyond NaN and the nodata value, which is ``nodata``
+    if given, else the file's, else ``default_nodata``. Patch ids are
     ``<source_name or file name>:<row>,<col>``."""
     cfg = self.builder_config
     with raster.open_raster(path) as src:
       raster.check_band_count(src, layout)
       gsd = gsd_m if gsd_m is not None else raster.ground_sampling_distance(src)
-      nodata = src.nodata if src.nodata is not None else default_nodata
+      if nodata is None:
+        nodata = src.nodata if src.nodata is not None else default_nodata
       windows = list(raster.tile_windows(src.height, src.width, cfg.patch_size,
                                          cfg.patch_stride))
       if not windows:
@@ -243,7 +248,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         extra_invalid = invalid(dn) if invalid is not None else None
         yield Patch(rgb=reflectance[:3].transpose(1, 2, 0),
                     nir=reflectance[3:].transpose(1, 2, 0),
-                    lon=lon, lat=lat, gsd_m=gsd, sensor=sensor, date=date,
+                    lon=lon, lat=lat, gsd_m=gsd, sensor=sensor, date=date, level=level,
                     source_id=f"{source_name or path.name}:{window.row_off},{window.col_off}",
                     nodata=raster.invalid_mask(dn, nodata, extra_invalid))
 

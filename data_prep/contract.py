@@ -11,6 +11,8 @@ One example is one patch at its native resolution:
     sensor    text              one of SENSORS
     source_id text              file and window the patch came from
     date      text              ISO date, "" if unknown
+    level     text              processing level as the source names it (e.g. L1C top of
+                                atmosphere, L2A surface reflectance, TOA), "" if unknown
 
 ``P`` is the build's patch size (each source has a default, sized for the coarsest
 resolution the training recipe derives from it). Big tensors are stored with
@@ -37,13 +39,14 @@ REFLECTANCE_SCALE = 10000.0  # stored DN = reflectance x REFLECTANCE_SCALE
 VALID = "valid"  # the per-pixel validity mask: a feature of every example and a batch key
 # TFDS version of every builder: a change to what examples hold gets a new one, so that a
 # build of the old contract is never read as the new.
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 RELEASE_NOTES = {
     "1.0.0": "Initial release.",
     "1.1.0": "Per-pixel validity mask `valid`; per-source default patch sizes (large enough "
              "for the coarsest resolution the training recipe derives); a raster at most a "
              "quarter patch larger than the tiling gives centred windows instead of an extra "
              "near-duplicate one.",
+    "1.2.0": "Processing level `level` (e.g. L1C, L2A, TOA) of every example.",
 }
 _UINT16_MAX = np.iinfo(np.uint16).max
 
@@ -69,6 +72,7 @@ def features(patch_size: int) -> tfds.features.FeaturesDict:
       "sensor": tfds.features.Text(doc=f"one of {SENSORS}"),
       "source_id": tfds.features.Text(doc="file and window the patch came from"),
       "date": tfds.features.Text(doc="acquisition date (ISO), empty if unknown"),
+      "level": tfds.features.Text(doc="processing level (e.g. L1C, L2A, TOA), empty if unknown"),
   })
 
 

@@ -113,9 +113,11 @@ class Landsat8(PatchBuilder):
       top = SSL4EO_MAX_REFLECTANCE[layout]
       yield from self._tile_raster(path, LAYOUTS[layout], lambda u8: u8 / 256.0 * top,
                                    sensor="landsat8", default_nodata=None,
+                                   level="SR" if layout == "ssl4eo_sr" else "TOA",
                                    date=scene_date(path.parent.name),
                                    source_name=f"{path.parent.parent.name}/{path.parent.name}",
                                    invalid=lambda dn: np.all(dn == 0, axis=0))
     else:
       yield from self._tile_raster(path, LAYOUTS[layout], lambda toa: toa, sensor="landsat8",
+                                   level="TOA",
                                    source_name=str(path.relative_to(item.extra["root"])))

@@ -31,13 +31,14 @@ class SkipItem(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class BandLayout:
-  """1-based band indices of R, G, B and NIR, and the band count the file must have."""
+  """1-based band indices of R, G, B and NIR, and the band count the file must have (None: any
+  count that holds the four)."""
 
   red: int
   green: int
   blue: int
   nir: int
-  count: int
+  count: int | None = None
 
   @property
   def indexes(self) -> list[int]:
@@ -83,7 +84,10 @@ def unstored_pixels(src) -> str | None:
 
 
 def check_band_count(src, layout: BandLayout) -> None:
-  if src.count != layout.count:
+  if layout.count is None:
+    if max(layout.indexes) > src.count:
+      raise SkipItem(f"bands {layout.indexes} asked for, the file has {src.count}")
+  elif src.count != layout.count:
     raise SkipItem(f"has {src.count} bands, expected {layout.count}")
 
 

@@ -84,4 +84,4 @@ class S2100k(PatchBuilder):
     offset = self.builder_config.boa_offset
     yield from self._tile_raster(path, L2A_BANDS,
                                  lambda dn: (dn - offset) / contract.REFLECTANCE_SCALE,
-                                 sensor="sentinel2", default_nodata=S2_NODATA)
+                                 sensor="sentinel2", default_nodata=S2_NODATA, level="L2A")

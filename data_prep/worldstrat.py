@@ -149,7 +149,7 @@ class WorldStrat(PatchBuilder):
       with raster.open_raster(path) as src:
         is_float = src.dtypes[0].startswith("float")
       scale = (lambda x: x) if is_float else (lambda dn: dn / contract.REFLECTANCE_SCALE)
-      yield from self._tile_raster(path, L2A_BANDS, scale, sensor="sentinel2",
+      yield from self._tile_raster(path, L2A_BANDS, scale, sensor="sentinel2", level="L2A",
                                    date=revisit.lowres_date, source_name=name)
       return
     with raster.open_raster(path) as src:

@@ -35,7 +35,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from data_prep import build
+from data_prep import build, contract
 from nirgan_jax import models
 from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
@@ -412,7 +412,7 @@ def dataset_not_built(root, model):
 
 @case("evaluate", "s2_100k/default", "{root}/tfds")
 def dataset_info_not_json(root, model):
-  build_dir = root / "tfds" / "s2_100k" / "default" / "1.1.0"
+  build_dir = root / "tfds" / "s2_100k" / "default" / contract.VERSION
   build_dir.mkdir(parents=True)
   for name in ("dataset_info.json", "features.json"):
     (build_dir / name).write_text("{not json")
@@ -783,7 +783,7 @@ def test_failed_build_leaves_the_data_dir_as_it_found_it(tmp_path, capfd):
   """A build that fails removes the folders (and TFDS's bookkeeping in them) it created, and
   nothing that was there before: an earlier build, a shared metadata file, empty folders."""
   data_dir = tmp_path / "tfds"
-  earlier = data_dir / "s2_100k" / "boa_offset" / "1.1.0"
+  earlier = data_dir / "s2_100k" / "boa_offset" / contract.VERSION
   earlier.mkdir(parents=True)
   (earlier / "dataset_info.json").write_text("{}")
   (data_dir / "s2_100k" / ".config").mkdir()

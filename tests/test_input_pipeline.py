@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from absl import flags
 
-from data_prep import build
+from data_prep import build, contract
 from nirgan_jax.data import pipeline as ip
 from nirgan_jax.data import transforms
 from nirgan_jax.data.gsd_shares import GsdShares
@@ -361,7 +361,7 @@ def test_a_build_of_an_older_data_contract_is_refused_with_the_rebuild_command(t
   builder, _ = build.build("nirgan_demo", tmp_path, config="small")
   shutil.move(builder.data_dir, Path(builder.data_dir).with_name("1.0.0"))
   with pytest.raises(ip.MissingDataError, match=r"only builds of an older data contract "
-                                                r"\(1.0.0; this code reads 1.1.0\).*"
+                                                rf"\(1.0.0; this code reads {contract.VERSION}\).*"
                                                 r"python -m data_prep.build nirgan_demo"):
     ip.open_source(ip.SourceSpec(name="nirgan_demo/small", data_dir=str(tmp_path)))
 
@@ -371,7 +371,8 @@ def test_a_build_of_an_older_data_contract_is_refused_with_the_rebuild_command(t
   features = json.loads((old / "features.json").read_text())
   del features["featuresDict"]["features"]["valid"]
   (old / "features.json").write_text(json.dumps(features))
-  info = (old / "dataset_info.json").read_text().replace('"version": "1.1.0"', '"version": "1.0.0"')
+  info = (old / "dataset_info.json").read_text().replace(f'"version": "{contract.VERSION}"',
+                                                      '"version": "1.0.0"')
   (old / "dataset_info.json").write_text(info)
   name = f"nirgan_demo/{builder.builder_config.name}"
   with pytest.raises(ip.MissingDataError, match=r"is a build of data contract 1.0.0 without the "
