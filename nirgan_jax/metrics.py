@@ -18,6 +18,12 @@ import numpy as np
 from nirgan_jax import indices
 
 INDEX_METRICS = ("ndvi", "ndwi", "evi")
+# NDVI above which a pixel counts as vegetation in ``vegetation_iou``: the common threshold
+# of vegetation masks, the use users make of a synthetic NIR band.
+VEGETATION_NDVI = 0.3
+# Predicted NIR is clipped to the range of reflectance before any index is computed, so that
+# a prediction below 0 (a tanh output can be) cannot make NDVI leave [-1, 1].
+REFLECTANCE_RANGE = (0.0, 1.0)
 SSIM_PADDINGS = ("valid", "same")
 SSIM_SIGMA = 1.5
 # PSNR of an exact match is capped at 10 log10(1 / 1e-10) = 100 dB, so means stay finite.
@@ -117,12 +123,29 @@ def _counts_anything(weights: jax.Array | None, batch: int) -> jax.Array:
   return (jnp.sum(weights.reshape(batch, -1), axis=-1) > 0).astype(jnp.float32)
 
 
+def vegetation_overlap(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
+                       valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(intersection, union), each (B,), of the vegetation masks NDVI > ``VEGETATION_NDVI`` of
+  the predicted (clipped to ``REFLECTANCE_RANGE``) and the true NIR, in valid pixels. Summed
+  over images first, their ratio is the Jaccard index pooled over pixels."""
+  red = rgb[..., :1].astype(jnp.float32)
+  pred = jnp.clip(pred_nir.astype(jnp.float32), *REFLECTANCE_RANGE)
+  predicted = indices.ndvi(red, pred) > VEGETATION_NDVI
+  true = indices.ndvi(red, true_nir.astype(jnp.float32)) > VEGETATION_NDVI
+  if valid is not None:
+    predicted, true = predicted & (valid > 0), true & (valid > 0)
+  count = lambda mask: jnp.sum(mask.reshape(mask.shape[0], -1), axis=-1).astype(jnp.float32)
+  return count(predicted & true), count(predicted | true)
+
+
 def image_metrics(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
                   ssim_window: int = 11, valid: jax.Array | None = None,
                   ssim_padding: str = "valid") -> dict[str, jax.Array]:
-  """L1, L2, PSNR (max value 1, capped at 100 dB), SSIM (``ssim_map`` averaged) and the MAE
-  of NDVI, NDWI and EVI (EVI on ``indices.index_support`` only), each (B,), with their
-  ``weight/<metric>``; see the module docstring for ``valid``."""
+  """L1, L2, PSNR (max value 1, capped at 100 dB), SSIM (``ssim_map`` averaged), the MAE of
+  NDVI, NDWI and EVI (EVI on ``indices.index_support`` only) and the Jaccard index of the
+  vegetation masks (``vegetation_iou``, ``vegetation_overlap``), each (B,), with their
+  ``weight/<metric>``; see the module docstring for ``valid``. Indices are computed from the
+  prediction clipped to ``REFLECTANCE_RANGE``."""
   batch = pred_nir.shape[0]
   pred = pred_nir.astype(jnp.float32)
   true = true_nir.astype(jnp.float32)
@@ -142,15 +165,20 @@ def image_metrics(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
   }
   weights = {name: counts_pixels for name in ("l1", "l2", "psnr")}
   weights["ssim"] = _counts_anything(ssim_weights, batch)
+  index_pred = jnp.clip(pred, *REFLECTANCE_RANGE)
   for name in INDEX_METRICS:
     support = indices.index_support(name, rgb)
     pixel_weights = valid
     if support is not None:
       support = support.astype(jnp.float32)
       pixel_weights = support if valid is None else valid * support
-    diff = indices.compute_index(name, rgb, pred) - indices.compute_index(name, rgb, true)
+    diff = (indices.compute_index(name, rgb, index_pred)
+            - indices.compute_index(name, rgb, true))
     out[f"{name}_mae"] = _per_example(jnp.abs(diff), pixel_weights)
     weights[f"{name}_mae"] = _counts_anything(pixel_weights, batch)
+  intersection, union = vegetation_overlap(rgb, pred, true, valid)
+  out["vegetation_iou"] = jnp.where(union > 0, intersection / jnp.maximum(union, 1.0), 0.0)
+  weights["vegetation_iou"] = (union > 0).astype(jnp.float32)
   return {**out, **{WEIGHT_PREFIX + name: w for name, w in weights.items()}}
 
 

@@ -226,7 +226,7 @@ def test_metrics_are_per_example():
   rgb, nir = _rgbn(shape=(3, 24, 24))
   pred = nir.at[0].add(0.1)
   m = metrics.image_metrics(rgb, pred, nir)
-  names = {"l1", "l2", "psnr", "ssim", "ndvi_mae", "ndwi_mae", "evi_mae"}
+  names = {"l1", "l2", "psnr", "ssim", "ndvi_mae", "ndwi_mae", "evi_mae", "vegetation_iou"}
   assert set(m) == names | {metrics.WEIGHT_PREFIX + n for n in names}
   for value in m.values():
     assert value.shape == (3,)
@@ -234,6 +234,34 @@ def test_metrics_are_per_example():
   assert float(m["l1"][1]) == 0.0
   assert float(m["ssim"][1]) == pytest.approx(1.0)
   assert all(np.all(np.asarray(m[metrics.WEIGHT_PREFIX + n]) == 1.0) for n in names)
+
+
+def test_index_metrics_stay_bounded_for_predictions_below_zero():
+  """A prediction near -red made NDVI MAE unbounded (one such pixel in 256: 208); indices now
+  see the prediction clipped to [0, 1], so NDVI MAE is at most 2."""
+  rgb = jnp.full((1, 16, 16, 3), 0.05)
+  true = jnp.full((1, 16, 16, 1), 0.3)
+  pred = true.at[0, 3, 4, 0].set(-0.05 + 1e-7)
+  m = metrics.image_metrics(rgb, pred, true)
+  assert 0 < float(m["ndvi_mae"][0]) <= 2.0 / 256 + 1e-6
+  assert float(m["l1"][0]) == pytest.approx(0.35 / 256, rel=1e-4)  # L1 sees the raw value
+
+
+def test_vegetation_iou_is_the_jaccard_index_of_ndvi_above_0_3():
+  red = 0.1
+  rgb = jnp.full((2, 4, 4, 3), red)
+  ndvi_nir = lambda ndvi: red * (1 + ndvi) / (1 - ndvi)
+  true = jnp.full((2, 4, 4, 1), ndvi_nir(0.1)).at[:, :2].set(ndvi_nir(0.6))  # 8 vegetated
+  pred = true.at[0, 0].set(ndvi_nir(0.1)).at[0, 3].set(ndvi_nir(0.5))  # 4 lost, 4 added
+  m = metrics.image_metrics(rgb, pred, true)
+  assert float(m["vegetation_iou"][0]) == pytest.approx(4 / 12)
+  assert float(m["vegetation_iou"][1]) == pytest.approx(1.0)
+  valid = jnp.ones((2, 4, 4, 1)).at[0, 3].set(0)  # the added pixels are nodata
+  inter, union = metrics.vegetation_overlap(rgb, pred, true, valid)
+  np.testing.assert_allclose(inter, [4, 8])
+  np.testing.assert_allclose(union, [8, 8])
+  bare = metrics.image_metrics(rgb, jnp.full_like(true, 0.1), jnp.full_like(true, 0.1))
+  assert float(bare[metrics.WEIGHT_PREFIX + "vegetation_iou"][0]) == 0.0  # nothing to overlap
 
 
 def test_grouped_means_ignore_padding_and_split_by_sensor():

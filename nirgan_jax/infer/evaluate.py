@@ -46,7 +46,8 @@ from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import figures, outputs
 from nirgan_jax.infer.model import Model, load_model
 
-METRIC_COLUMNS = ("l1", "l2", "psnr", "ssim", "ndvi_mae", "ndwi_mae", "evi_mae")
+METRIC_COLUMNS = ("l1", "l2", "psnr", "ssim", "ndvi_mae", "ndwi_mae", "evi_mae",
+                  "vegetation_iou")
 OVERALL = "all"
 PROTOCOLS = ("nirgan", "nirgan_jax")
 NIRGAN_CROP_PX = 240
