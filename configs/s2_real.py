@@ -31,5 +31,4 @@ def get_config(variant: str = "gan") -> ml_collections.ConfigDict:
       s2_100k=multiscale.source("s2_100k/default", S2_100K_PIXELS / total, 10.0, (), 1.0),
       s2_more=multiscale.source("rgbn_geotiff/default", S2_MORE_PIXELS / total, 10.0, (), 1.0)))
   config.data.train_split = "train+validation+test"
-  config.data.eval_split = "validation"
   return config

@@ -1,11 +1,13 @@
 """Every config file loads, passes validation and builds its networks; the full recipe has
 the reference values and the variants change only what they are for."""
 
+import csv
 import re
 
 import jax
 import numpy as np
 import pytest
+import rasterio
 
 from data_prep import build
 from nirgan_jax import errors, models
@@ -82,6 +84,30 @@ def _differences(a, b, prefix=""):
     elif a.get(key) != b.get(key):
       out.add(prefix + key)
   return out
+
+
+@pytest.mark.parametrize("variant", ["gan", "linear", "mlp", "cnn"])
+def test_real_places_recipe_is_the_small_recipe_on_both_real_folders(variant):
+  """configs/s2_real.py changes only the data of configs/s2_small.py, and mixes its two
+  sources in proportion to the pixels they store."""
+  small = load_config_module(REPO / "configs" / "s2_small.py").get_config(variant)
+  module = load_config_module(REPO / "configs" / "s2_real.py")
+  real = module.get_config(variant)
+  config_checks.validate_config(real)
+  changed = _differences(small.to_dict(), real.to_dict())
+  assert changed == {"data.sources.sentinel2", "data.sources.s2_100k", "data.sources.s2_more",
+                     "data.train_split"}
+  pixels = {}
+  for key, folder in (("s2_100k", "s2_100k_10"), ("s2_more", "s2_more")):
+    pixels[key] = 0
+    with (REPO / "tests" / "data" / folder / "index.csv").open() as f:
+      for row in csv.DictReader(f):
+        with rasterio.open(REPO / "tests" / "data" / folder / "images" / row["fn"]) as src:
+          pixels[key] += src.width * src.height
+  assert pixels == {"s2_100k": module.S2_100K_PIXELS, "s2_more": module.S2_MORE_PIXELS}
+  weights = {k: s.weight for k, s in real.data.sources.items()}
+  assert weights["s2_more"] / weights["s2_100k"] == pytest.approx(
+      pixels["s2_more"] / pixels["s2_100k"])
 
 
 @pytest.mark.parametrize("variant", ["linear", "mlp", "cnn"])

@@ -128,3 +128,22 @@ def test_radiometry_path_keeps_the_absolute_brightness_instance_norm_removes():
   mlp = models.MLPNIR(hidden=8, depth=2)
   expected = jnp.tanh(mlp.apply({"params": vars_["params"]["radiometry"]}, rgb))
   np.testing.assert_allclose(only_path, expected, atol=1e-6)
+
+
+def test_correction_gate_starts_from_the_radiometry_path_alone_and_learns():
+  config = tiny_config("none")
+  config.model.generator.update(radiometry_depth=2, radiometry_hidden=8, correction_gate=True)
+  generator = models.build_generator(config)
+  rgb = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3)) * 0.4
+  variables = generator.init(rbg_key(0), rgb)
+  assert float(variables["params"]["correction_gate"]) == 0.0
+  mlp = models.MLPNIR(hidden=8, depth=2)
+  expected = jnp.tanh(mlp.apply({"params": variables["params"]["radiometry"]}, rgb))
+  np.testing.assert_allclose(generator.apply(variables, rgb), expected, atol=1e-6)
+  # The gate has a gradient from the start (the ResNet's weights get theirs once it moves).
+  loss = lambda params: jnp.mean(jnp.abs(generator.apply({"params": params}, rgb) - 0.3))
+  grads = jax.grad(loss)(variables["params"])
+  assert float(jnp.abs(grads["correction_gate"])) > 0
+  config.model.generator.radiometry_depth = 0
+  with pytest.raises(ValueError, match="correction_gate needs the radiometry path"):
+    models.build_generator(config).init(rbg_key(0), rgb)

@@ -79,6 +79,7 @@ def build_generator(config: ml_collections.ConfigDict):
       # Absent from model directories exported before the radiometry path existed.
       radiometry_depth=g.get("radiometry_depth", 0),
       radiometry_hidden=g.get("radiometry_hidden", 32),
+      correction_gate=g.get("correction_gate", False),
       conv=factories.conv,
       conv_transpose=factories.conv_transpose,
       dense=factories.dense,

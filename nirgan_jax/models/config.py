@@ -26,7 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
       # A per-pixel map of the RGB added to the output before its tanh, so that absolute
       # brightness survives the instance norms: 0 off (the reference network), 1 linear,
       # >= 2 an MLP of that many layers, radiometry_hidden wide.
-      radiometry_depth=0, radiometry_hidden=32))
+      radiometry_depth=0, radiometry_hidden=32,
+      # The ResNet's output scaled by a learnt scalar that starts at 0 (needs the radiometry
+      # path): training starts from the per-pixel estimate alone.
+      correction_gate=False))
   # Width and depth of the mlp and cnn baselines.
   config.model.baseline = ml_collections.ConfigDict(dict(hidden=64, depth=3))
   config.model.injection = ml_collections.ConfigDict(dict(

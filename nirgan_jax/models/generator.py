@@ -15,7 +15,9 @@ activation. Instance normalisation after the first convolution removes each imag
 absolute level and contrast, so without it a uniformly bright scene (snow, desert, cloud)
 and a dark one look alike to the rest of the network; with it, the ResNet learns a
 spatial correction of a per-pixel radiometric estimate. Being per-pixel, it keeps tiled
-prediction seamless.
+prediction seamless. With ``correction_gate`` the ResNet's output is multiplied by a learnt
+scalar that starts at 0, so training starts from the per-pixel estimate alone and lets the
+spatial correction in only as far as it lowers the loss.
 
 The original resizes the 128x128 embedding map to ``(W, H)`` of the feature map,
 which only works for square inputs; here it goes to ``(H, W)``.
@@ -76,7 +78,8 @@ class Generator(nn.Module):
   convolution back end and compute dtype (``builders.layer_factories``).
   ``radiometry_depth``: 0 for the reference network, 1 adds a per-pixel linear map of the
   RGB to the output before its tanh, >= 2 an MLP of that many layers, ``radiometry_hidden``
-  wide.
+  wide. ``correction_gate``: the ResNet's output (the correction of the radiometry path) is
+  scaled by a learnt scalar initialised at 0.
   """
 
   ngf: int = 64
@@ -93,6 +96,7 @@ class Generator(nn.Module):
   concat_factor: float = 1.0
   radiometry_depth: int = 0
   radiometry_hidden: int = 32
+  correction_gate: bool = False
   conv: layers.ModuleDef = layers.Conv
   conv_transpose: layers.ModuleDef = layers.ConvTranspose
   dense: layers.ModuleDef = nn.Dense
@@ -154,6 +158,10 @@ class Generator(nn.Module):
 
     x = self.conv(self.output_channels, 7, padding=3, padding_type=self.padding_type,
                   name="conv_out")(x).astype(jnp.float32)
+    if self.correction_gate:
+      if radiometry is None:
+        raise ValueError("correction_gate needs the radiometry path (radiometry_depth > 0)")
+      x = x * self.param("correction_gate", nn.initializers.zeros, (), jnp.float32)
     if radiometry is not None:
       x = x + radiometry
     x = jnp.tanh(x)

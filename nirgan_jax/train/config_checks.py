@@ -46,6 +46,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       ("data.illumination_gain", _is_gain_range(config.data.get("illumination_gain", (1, 1)))),
       ("model.generator.radiometry_depth",
        config.model.generator.get("radiometry_depth", 0) >= 0),
+      ("model.generator.correction_gate (needs radiometry_depth > 0)",
+       not config.model.generator.get("correction_gate", False)
+       or config.model.generator.get("radiometry_depth", 0) > 0),
       ("data.workers", config.data.workers == pipeline.AUTO_WORKERS
        or str(config.data.workers).isdigit()),
   ]
