@@ -3,7 +3,7 @@ over every vendored real Sentinel-2 place, the GAN beside its baselines on the s
 
     python -m experiments.real_places [--out experiments/results/real_places]
         [--models gan,mlp,linear,cnn] [--seeds 0,1] [--folds 0,1,2,3,4] [--jobs 2]
-        [--steps_scale 1.0]
+        [--steps_scale 1.0] [--gan_override KEY=VALUE ...]
 
 The 27 places (``PLACES``: the ten S2-100K patches of ``tests/data/s2_100k_10`` and the 17
 places of ``tests/data/s2_more``; the dates and levels of one place, and places a few tens of
@@ -25,12 +25,16 @@ how much of NIR a per-pixel linear map could explain there, and no model could t
 Results are appended to ``<out>/results.jsonl`` as each run ends; a new invocation skips the
 runs found there, so a stop loses at most the runs in progress. ``<out>/runs/`` keeps each
 run's workdir with the places it held out (``split.json``): a workdir is never reused for
-another split. Writes ``<out>/real_places.md`` and prints one JSON line of the summary.
+another split. ``--gan_override`` measures a candidate recipe: config overrides of the GAN
+(``model.generator.correction_gate=True``), recorded as a model of its own
+(``gan[model.generator.correction_gate=True]``) beside the others. Writes
+``<out>/real_places.md`` and prints one JSON line of the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures
 import csv
 import dataclasses
@@ -42,6 +46,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -304,12 +309,30 @@ def predict(config, workdir: Path, images: list[Image], average: bool) -> list[n
 @dataclasses.dataclass(frozen=True)
 class Run:
   fold: int
-  model: str
+  model: str  # one of MODELS
   seed: int
+  overrides: tuple[tuple[str, Any], ...] = ()  # config overrides of a candidate recipe
+
+  @property
+  def label(self) -> str:
+    """The model's name in the results: with its overrides, if any."""
+    if not self.overrides:
+      return self.model
+    return f"{self.model}[{','.join(f'{k}={v!r}' for k, v in self.overrides)}]"
 
   @property
   def key(self) -> tuple:
-    return (self.fold, self.model, self.seed)
+    return (self.fold, self.label, self.seed)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+  key, sep, value = text.partition("=")
+  if not sep or not key:
+    raise ValueError(f"{text!r} is not KEY=VALUE")
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value  # a bare string
 
 
 def train_and_score(run: Run, out: Path, steps_scale: float) -> list[dict]:
@@ -318,17 +341,26 @@ def train_and_score(run: Run, out: Path, steps_scale: float) -> list[dict]:
   logging.set_verbosity(logging.INFO)
   start = time.perf_counter()
   sources = build_sources(out / "tfds")
-  workdir = out / "runs" / f"fold{run.fold}" / f"{run.model}_seed{run.seed}"
+  name = hashlib.sha256(run.label.encode()).hexdigest()[:8] if run.overrides else run.model
+  workdir = out / "runs" / f"fold{run.fold}" / f"{name}_seed{run.seed}"
   claim_workdir(workdir, split_record(sources, run.fold))
   names = {key: pipeline.InMemorySource(examples).register(f"real_places_fold{run.fold}_{key}")
            for key, examples in training_examples(sources, run.fold).items()}
   config = run_config(run.model, names, run.seed, steps_scale)
+  for key, value in run.overrides:
+    *parents, leaf = key.split(".")
+    section = config
+    for parent in parents:
+      section = section[parent]
+    if leaf not in section:
+      raise errors.NirganError(f"--gan_override {key}: no such config field")
+    section[leaf] = value
   loop.train_and_evaluate(config, str(workdir), writer=metric_writers.LoggingWriter())
   images = [im for im in read_images() if im.place in FOLDS[run.fold]]
   records = []
-  variants = [(run.model, True)]
+  variants = [(run.label, True)]
   if config.optim.ema_decay > 0:  # what the average changes, on the very same run
-    variants.append((run.model + AS_TRAINED, False))
+    variants.append((run.label + AS_TRAINED, False))
   for name, average in variants:
     predictions = predict(config, workdir, images, average)
     records.append({"fold": run.fold, "model": name, "seed": run.seed,
@@ -388,7 +420,8 @@ def core_groups(jobs: int) -> list[set[int]]:
 
 
 def pending_runs(args: argparse.Namespace, done: set[tuple]) -> list[Run]:
-  runs = [Run(fold, model, seed) for model in MODELS if model in args.models
+  runs = [Run(fold, model, seed, args.gan_overrides if model == "gan" else ())
+          for model in MODELS if model in args.models
           for seed in args.seeds for fold in args.folds]
   return [r for r in runs if r.key not in done]
 
@@ -417,7 +450,7 @@ def run_all(args: argparse.Namespace) -> None:
     for finished in concurrent.futures.as_completed(running):
       run = running[finished]
       append_results(results_path, finished.result())
-      print(f"[real_places] fold {run.fold} {run.model} seed {run.seed}: done",
+      print(f"[real_places] fold {run.fold} {run.label} seed {run.seed}: done",
             file=sys.stderr, flush=True)
 
 
@@ -474,7 +507,13 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one per process")
   parser.add_argument("--steps_scale", type=float, default=1.0,
                       help="multiplies every config's num_train_steps (smoke tests)")
+  parser.add_argument("--gan_override", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override of the GAN: a candidate recipe (repeatable)")
   args = parser.parse_args(argv)
+  try:
+    args.gan_overrides = tuple(parse_override(o) for o in args.gan_override)
+  except ValueError as e:
+    parser.error(f"--gan_override: {e}")
   args.models = [m for m in args.models.split(",") if m]
   if not args.models or set(args.models) - set(MODELS):
     parser.error(f"--models takes names from {MODELS}, got {args.models}")

@@ -116,3 +116,15 @@ def test_one_fold_end_to_end_resumes_from_its_results(tmp_path):
   again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   assert rp.read_results(tmp_path / "results.jsonl") == records  # nothing trained again
+
+
+def test_a_candidate_recipe_is_a_model_of_its_own():
+  args = rp.parse_args(["--models", "gan,mlp", "--seeds", "0", "--folds", "0", "--gan_override",
+                        "model.generator.correction_gate=True", "--gan_override",
+                        "loss.lambda_gan=0.25"])
+  labels = [r.label for r in rp.pending_runs(args, set())]
+  assert labels == ["mlp", "gan[model.generator.correction_gate=True,loss.lambda_gan=0.25]"]
+  done = {(0, "mlp", 0)}
+  assert [r.model for r in rp.pending_runs(args, done)] == ["gan"]
+  with pytest.raises(SystemExit):
+    rp.parse_args(["--gan_override", "no_equals_sign"])
