@@ -40,3 +40,10 @@ def test_real_places_model_from_the_documented_commands(tmp_path, variant):
   with rasterio.open(out) as src, rasterio.open(image) as ref:
     assert (src.width, src.height, src.crs) == (ref.width, ref.height, ref.crs)
     assert np.isfinite(src.read(1).astype(np.float64)).all()
+  if not variant:  # README "Your own RGBN imagery": fine-tuning from that model
+    _run(["nirgan_jax.train", "--config", "configs/s2_small.py", "--workdir",
+          str(tmp_path / "mine"), f"--config.data.data_dir={data}",
+          "--config.data.sources.sentinel2.name=rgbn_geotiff/default",
+          "--config.data.sources.sentinel2.native_gsd_m=0", f"--config.init.checkpoint={model}",
+          *SHORT])
+    assert (tmp_path / "mine" / "checkpoints" / "4").is_dir()
