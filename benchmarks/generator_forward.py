@@ -1,25 +1,20 @@
 """Generator forward speed: full NIR-GAN generator (ngf 64, 9 blocks, SatCLIP multiply
 injection) on 256 px + 10 px reflect pad, and a tiny one.
 
-    python benchmarks/generator_forward.py [--batch 1 4] [--dtype float32 bfloat16]
+    python -m benchmarks.generator_forward [--batch 1 4] [--dtype float32 bfloat16]
         [--conv_impl auto] [--torch]
 
 Prints one JSON line. ``--torch`` also times the PyTorch reference generator of
-``tests/torch_reference.py`` in the same run, on the same device (CUDA when present), in each
+``benchmarks/torch_reference.py`` in the same run, on the same device (CUDA when present), in each
 ``--torch_dtype`` (bfloat16: autocast and channels_last).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import jax
 
-# Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
-# `data_prep` package: put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import common
 from nirgan_jax import models
 from nirgan_jax.models import config as model_config
@@ -59,8 +54,7 @@ def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -
 def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
   import torch
 
-  sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-  import torch_reference
+  from benchmarks import torch_reference
 
   device = common.torch_device()
   memory_format = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format

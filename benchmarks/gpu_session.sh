@@ -25,23 +25,23 @@ bench() {  # name, timeout seconds, command...
 }
 
 # 1. The bf16 step as the batch grows (issue: 535 img/s at 64, 166 at 128).
-bench train_bf16 240 python3 benchmarks/train_step.py --sizes full --batch 16 32 64 \
+bench train_bf16 240 python3 -m benchmarks.train_step --sizes full --batch 16 32 64 \
   --dtype bfloat16 --repeats 5
 XLA_FLAGS="--xla_dump_to=/tmp/xla_b128 --xla_dump_hlo_as_text --xla_dump_hlo_pass_re=^$" \
-  bench train_bf16_b128 200 python3 benchmarks/train_step.py --sizes full --batch 128 \
+  bench train_bf16_b128 200 python3 -m benchmarks.train_step --sizes full --batch 128 \
   --dtype bfloat16 --repeats 5
 tar czf "$out/xla_b128.tgz" -C /tmp xla_b128 2>/dev/null
 # 2. fp32 against the original-style PyTorch iteration (fp32, and bf16 autocast +
 #    channels_last) on the same GPU.
-bench train_fp32_torch 150 python3 benchmarks/train_step.py --sizes full --batch 32 \
+bench train_fp32_torch 150 python3 -m benchmarks.train_step --sizes full --batch 32 \
   --dtype float32 bfloat16 --torch --torch_dtype float32 bfloat16 --repeats 5
 # 3. Where the time goes at the best batch and at the cliff.
 for batch in 64 128; do
-  bench "profile_b$batch" 150 python3 benchmarks/profile_step.py --batch "$batch" \
+  bench "profile_b$batch" 150 python3 -m benchmarks.profile_step --batch "$batch" \
     --dtype bfloat16 --trace_dir "/tmp/traces/b$batch"
 done
 tar czf "$out/traces.tgz" -C /tmp traces 2>/dev/null
 # 4. Inference: the generator forward in bf16 beside PyTorch.
-bench forward 150 python3 benchmarks/generator_forward.py --sizes full --batch 64 256 \
+bench forward 150 python3 -m benchmarks.generator_forward --sizes full --batch 64 256 \
   --dtype bfloat16 float32 --torch --torch_dtype float32 bfloat16 --repeats 5
 ls -la "$out"

@@ -3,7 +3,7 @@ S2-like ArrayRecord dataset (the demo builder with 512 px patches, multi-scale o
 native, 15 and 20 m derived, which 512 px fill), with 0 and with 2 worker processes, and
 peak RSS.
 
-    python benchmarks/input_pipeline.py [--examples 200] [--batches 40] [--workers 0 2]
+    python -m benchmarks.input_pipeline [--examples 200] [--batches 40] [--workers 0 2]
 
 Prints one JSON line.
 """
@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-# Run as a script, sys.path[0] is benchmarks/, where data_prep.py would shadow the
-# `data_prep` package: put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 from absl import flags
 
 from benchmarks import common

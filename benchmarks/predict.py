@@ -1,32 +1,29 @@
 """GeoTIFF prediction speed and memory: the full-size generator (ngf 64, 9 blocks, SatCLIP
 multiply injection, random weights) over a generated 4,096 x 4,096 RGB uint16 GeoTIFF.
 
-    python benchmarks/predict.py [--size 4096] [--large] [--tile 256] [--overlap 32]
+    python -m benchmarks.predict [--size 4096] [--large] [--tile 256] [--overlap 32]
         [--batch_size 4] [--generator full|tiny] [--torch]
 
 Prints one JSON line: output megapixels per second (compilation excluded: a warm-up on a
 small raster compiles first) and the peak RSS. ``--large`` predicts a 10,980 x 10,980
 Sentinel-2-tile-sized scene instead; ``--generator tiny`` measures its memory in minutes.
 ``--torch`` also times the PyTorch reference generator
-of ``tests/torch_reference.py`` on 256 px tiles (with the 10 px pad, no overlap), the way
+of ``benchmarks/torch_reference.py`` on 256 px tiles (with the 10 px pad, no overlap), the way
 the original predicts.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
-
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-import jax
 
 from benchmarks import common
 from nirgan_jax import models
@@ -75,8 +72,7 @@ def model_dir(path: Path, size: str) -> Path:
 def bench_torch(repeats: int) -> dict:
   import torch
 
-  sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-  import torch_reference
+  from benchmarks import torch_reference
 
   generator = torch_reference.InjectGenerator().eval()
   rgb, embedding = torch.rand(1, 3, 276, 276), torch.randn(1, 256)

@@ -1,6 +1,6 @@
 """Where a training step's device time goes, and how close it runs to the chip's peak.
 
-    python benchmarks/profile_step.py [--size full] [--batch 64] [--dtype bfloat16]
+    python -m benchmarks.profile_step [--size full] [--batch 64] [--dtype bfloat16]
         [--steps 5] [--trace_dir DIR] [--peak_tflops 790]
 
 Traces ``--steps`` calls of the jitted training step (``benchmarks/train_step.py``'s model and
@@ -19,14 +19,12 @@ import collections
 import gzip
 import json
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jax
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import common, train_step
 from nirgan_jax import models
 from nirgan_jax.train import mesh as mesh_lib

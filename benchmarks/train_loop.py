@@ -1,6 +1,6 @@
 """The training loop against the bare step: how much of the step's speed the loop delivers.
 
-    python benchmarks/train_loop.py [--size tiny] [--batch 8] [--steps 300] [--log_every 50]
+    python -m benchmarks.train_loop [--size tiny] [--batch 8] [--steps 300] [--log_every 50]
         [--workers 0|N|auto] [--source memory|tfds]
 
 In one run: (1) the jitted training step alone on a resident batch, (2) the real
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
@@ -27,7 +25,6 @@ import numpy as np
 from absl import flags
 from clu import metric_writers
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import common, train_step
 from configs import demo
 from nirgan_jax import models

@@ -2,27 +2,22 @@
 full config (ngf 64, 9 blocks, SatCLIP L=10 multiply injection, 256 px + 10 px pad) and a
 tiny one, on a data-parallel mesh of all local devices.
 
-    python benchmarks/train_step.py [--batch 1 4] [--dtype float32 bfloat16] [--torch]
+    python -m benchmarks.train_step [--batch 1 4] [--dtype float32 bfloat16] [--torch]
         [--torch_dtype float32 bfloat16] [--torch_batch 32]
 
 Prints one JSON line. ``--torch`` also times the original's iteration with the PyTorch
-reference of ``tests/torch_reference.py`` (D step, then G step with its own G forward,
+reference of ``benchmarks/torch_reference.py`` (D step, then G step with its own G forward,
 as under Lightning's two optimizers) in the same run, on the same device (CUDA when
 present), in each ``--torch_dtype`` (bfloat16: autocast and channels_last).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-# Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
-# `data_prep` package: put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import common
 from nirgan_jax import models
 from nirgan_jax.models import config as model_config
@@ -93,8 +88,7 @@ def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
   import torch
   from torch.nn import functional as F
 
-  sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-  import torch_reference
+  from benchmarks import torch_reference
 
   device = common.torch_device()
   memory_format = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format

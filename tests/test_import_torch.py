@@ -9,7 +9,7 @@ from nirgan_jax import models
 from nirgan_jax.infer import import_torch, model_io
 
 torch = pytest.importorskip("torch")
-import torch_reference as ref  # noqa: E402
+from benchmarks import torch_reference as ref  # noqa: E402
 
 LONLAT = np.array([[13.4, 52.5], [-122.3, 47.6], [151.2, -33.9], [0.0, 0.0]], np.float32)
 ARCH = dict(ngf=8, n_blocks=9, ndf=8, n_layers=3)

@@ -149,9 +149,8 @@ def test_warm_start_reads_gcs_model_dir_and_ckpt(bucket):
 
 def test_satclip_checkpoint_on_gcs_is_found(bucket):
   torch = pytest.importorskip("torch")
+  from benchmarks import torch_reference as ref
   from nirgan_jax.infer import import_torch
-
-  import torch_reference as ref
 
   config = tiny_config()
   sat = config.satclip

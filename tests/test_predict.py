@@ -244,9 +244,8 @@ def test_bad_input_fails_cleanly(case, tmp_path, satclip_model, capsys):
 
 def test_original_checkpoint_and_imported_model_predict_the_same(tmp_path):
   torch = pytest.importorskip("torch")
+  from benchmarks import torch_reference as ref
   from nirgan_jax.infer import import_torch
-
-  import torch_reference as ref
 
   torch.manual_seed(0)
   module = ref.NIRGANModule(ngf=8, n_blocks=2, ndf=8, n_layers=2)

@@ -2,7 +2,7 @@
 (uint16, UTM, tiled LZW, like the published files) written to a temporary folder,
 then converted by the ``s2_100k`` builder to ArrayRecord.
 
-    python benchmarks/data_prep.py [--patches 300] [--workers 1 2]
+    python -m benchmarks.build_throughput [--patches 300] [--workers 1 2]
 
 Prints one JSON line: patches/s, per core, and input MB/s with 1 and 2 worker processes.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,6 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-# Run as a script, sys.path[0] is benchmarks/, where this file would shadow the
-# `data_prep` package: put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import common
 from data_prep import build, demo
 
