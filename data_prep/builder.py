@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from data_prep import contract, raster
+from data_prep import raster
 from data_prep.raster import SkipItem
 from data_prep.report import BuildReport
-from nirgan_jax import errors
+from nirgan_jax import contract, errors
 
 
 def read_csv(path: Path, required: Iterable[str] = ()) -> tuple[list[str], list[dict[str, str]]]:

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy import ndimage, spatial, stats
 
-from data_prep import contract, splits
+from data_prep import splits
 from data_prep.builder import Patch, PatchBuilder, PatchBuilderConfig, SourceItem
+from nirgan_jax import contract
 
 # Mean surface reflectance (R, G, B, NIR) of pure materials, typical values of
 # spectral libraries at the centres of the broad bands.

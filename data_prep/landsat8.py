@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import contract, raster, splits
+from data_prep import raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
+from nirgan_jax import contract
 
 LAYOUTS = {
     "rgbn_toa": BandLayout(red=1, green=2, blue=3, nir=4, count=4),

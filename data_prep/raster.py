@@ -7,7 +7,6 @@ makes an input unusable raises ``SkipItem`` with a reason for the build report.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.warp
-from rasterio.enums import Interleaving
 from rasterio.windows import Window
+
+from nirgan_jax.infer.geotiff import unstored_pixels
 
 GEOGRAPHIC = "EPSG:4326"
 
@@ -56,31 +56,6 @@ def open_raster(path: str | Path):
     src.close()
     raise SkipItem(f"unreadable pixels ({problem})")
   return src
-
-
-def unstored_pixels(src) -> str | None:
-  """Why the GeoTIFF ``src`` does not hold every block of pixels its header declares, or None:
-  a block ending past the end of the file (a truncated file), or one absent without a nodata
-  value to stand for it (a header declaring more pixels than the file stores, which GDAL
-  would read as zeros). Sparse GeoTIFFs leave out nodata blocks on purpose."""
-  if src.driver != "GTiff" or not os.path.isfile(src.name):  # e.g. a /vsisubfile/ member
-    return None
-  size = os.path.getsize(src.name)
-  rows, cols = src.block_shapes[0]
-  bands = range(1, src.count + 1) if src.interleaving == Interleaving.band else [1]
-  for band in bands:
-    for y in range(-(-src.height // rows)):
-      for x in range(-(-src.width // cols)):
-        offset = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
-        if offset is None:
-          if src.nodata is None:
-            return (f"holds no pixels for block ({x}, {y}) of its {src.width}x{src.height} px "
-                    "(truncated, or its header declares more than it stores)")
-          continue
-        end = int(offset) + int(src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band))
-        if end > size:
-          return f"truncated: its pixels run to byte {end}, the file ends at byte {size}"
-  return None
 
 
 def check_band_count(src, layout: BandLayout) -> None:

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import contract, raster, splits
+from data_prep import raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
 from data_prep.raster import SkipItem
-from nirgan_jax import errors
+from nirgan_jax import contract, errors
 
 INDEX = "index.csv"
 IMAGES = "images"

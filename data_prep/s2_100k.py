@@ -21,9 +21,10 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from data_prep import contract, raster, splits
+from data_prep import raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
 from data_prep.raster import SkipItem
+from nirgan_jax import contract
 
 L2A_BANDS = raster.BandLayout(red=4, green=3, blue=2, nir=8, count=12)
 S2_NODATA = 0

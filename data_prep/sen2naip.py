@@ -37,9 +37,10 @@ import tensorflow_datasets as tfds
 from rasterio import CRS, Affine
 from rasterio.io import MemoryFile
 
-from data_prep import contract, splits
+from data_prep import splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
+from nirgan_jax import contract
 
 RGBN = BandLayout(red=1, green=2, blue=3, nir=4, count=4)
 ITEM_INDEX = {"lr": 0, "hr": 1}

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from data_prep import contract, raster, splits
+from data_prep import raster, splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
 from data_prep.raster import BandLayout
+from nirgan_jax import contract
 
 HR_BANDS = BandLayout(red=1, green=2, blue=3, nir=4, count=4)
 L2A_BANDS = BandLayout(red=4, green=3, blue=2, nir=8, count=12)

@@ -55,9 +55,9 @@ from absl import flags, logging
 from clu import metric_writers
 
 from configs import s2_real
-from data_prep import build, builder, contract, raster, rgbn_geotiff
+from data_prep import build, builder, raster, rgbn_geotiff
 from data_prep.s2_100k import L2A_BANDS, S2_NODATA
-from nirgan_jax import errors, metrics
+from nirgan_jax import contract, errors, metrics
 from nirgan_jax.data import pipeline
 from nirgan_jax.infer import tiled
 from nirgan_jax.infer.model import Model

@@ -35,8 +35,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from data_prep import build, contract
-from nirgan_jax import models
+from data_prep import build
+from nirgan_jax import contract, models
 from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
 

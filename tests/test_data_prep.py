@@ -14,9 +14,10 @@ import pytest
 import rasterio
 import tensorflow_datasets as tfds
 
-from data_prep import build, contract, raster, splits
+from data_prep import build, raster, splits
 from data_prep.demo import demo_patch
 from data_prep.report import REPORT_JSON, REPORT_TEXT
+from nirgan_jax import contract
 
 import data_fixtures
 from conftest import REPO, TEST_DATA

@@ -10,7 +10,8 @@ import pytest
 import rasterio
 from absl import flags
 
-from data_prep import build, contract
+from data_prep import build
+from nirgan_jax import contract
 from nirgan_jax.data import pipeline as ip
 from nirgan_jax.data import transforms
 from nirgan_jax.data.gsd_shares import GsdShares
@@ -459,3 +460,18 @@ def test_illumination_gain_scales_all_bands_by_one_factor_per_example(holes):
     assert rgbn_b.max() <= 1.0
     ratios.append(ratio[0])
   assert 0.5 - 1e-6 <= min(ratios) < 0.9 and max(ratios) > 1.1
+
+
+def test_build_missing_builds_generated_sources_through_their_entry_point(tmp_path, caplog):
+  """The demo is built by data_prep, found through the ``nirgan_jax.generated_sources`` entry
+  point (nirgan_jax never imports data_prep); sources with a raw archive are left alone."""
+  caplog.set_level("INFO")
+  specs = [ip.SourceSpec(name="nirgan_demo/small", data_dir=str(tmp_path)),
+           ip.SourceSpec(name="s2_100k/default", data_dir=str(tmp_path))]
+  ip.build_missing(specs)
+  assert "built nirgan_demo/small" in caplog.text
+  assert len(ip.open_source(dataclasses.replace(specs[0], split="train"))) > 0
+  assert not (tmp_path / "s2_100k").exists()
+  caplog.clear()
+  ip.build_missing(specs)  # built already: reused
+  assert "built nirgan_demo/small" not in caplog.text

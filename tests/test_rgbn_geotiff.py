@@ -10,8 +10,9 @@ import pytest
 import rasterio
 import tensorflow_datasets as tfds
 
-from data_prep import build, contract, raster
+from data_prep import build, raster
 from data_prep.report import REPORT_JSON
+from nirgan_jax import contract
 
 from conftest import TEST_DATA
 

@@ -31,6 +31,7 @@ Evaluation: one pass in order, no augmentation, centre crop at native resolution
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -45,8 +46,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from data_prep import contract
-from nirgan_jax import errors, paths
+from nirgan_jax import contract, errors, paths
 from nirgan_jax.data import transforms
 
 
@@ -81,6 +81,9 @@ class SourceSpec:
 
 
 IN_MEMORY_PREFIX = "memory:"
+# Entry-point group of the sources a run may build itself (generated, nothing to download):
+# ``build(dataset, data_dir, config_name) -> bool``, True if it built (``build_missing``).
+GENERATED_SOURCES = "nirgan_jax.generated_sources"
 _in_memory_sources: dict[str, InMemorySource] = {}
 
 
@@ -452,18 +455,17 @@ def json_round_trip(value: Any) -> Any:
 
 
 def build_missing(specs: list[SourceSpec]) -> None:
-  """Builds generated sources (the demo) that are not built yet; others must be built by
-  the user from their raw archives. Process 0 builds while the others wait."""
-  from data_prep import build
-
+  """Builds the generated sources (the demo) among ``specs`` that are not built yet; others
+  must be built by the user from their raw archives. The builders are found through the
+  ``GENERATED_SOURCES`` entry points (``data_prep`` registers its demo), so this package never
+  imports ``data_prep``. Process 0 builds while the others wait."""
   if jax.process_index() == 0:
+    builders = {ep.name: ep for ep in importlib.metadata.entry_points(group=GENERATED_SOURCES)}
     for spec in sorted({dataclasses.replace(s, split="", weight=0.0) for s in specs},
                        key=lambda s: s.name):
       dataset, _, config_name = spec.name.partition("/")
-      if build.BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS:
-        continue
-      builder, report = build.build(dataset, spec.data_dir, config=config_name or None)
-      if report is not None:
-        logging.info("built %s in %s", spec.name, builder.data_dir)
+      if dataset in builders and builders[dataset].load()(dataset, spec.data_dir,
+                                                          config_name or None):
+        logging.info("built %s in %s", spec.name, spec.data_dir)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("nirgan_jax.data.pipeline.build_missing")

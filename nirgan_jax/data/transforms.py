@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from data_prep import contract
+from nirgan_jax import contract
 
 # A coarse pixel is valid if its area-averaged native validity (in float64) is at least
 # 1 - this: far above float64 rounding, far below the least weight a native pixel under a

@@ -40,8 +40,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import contract
-from nirgan_jax import errors, indices, metrics, paths
+from nirgan_jax import contract, errors, indices, metrics, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import figures, outputs
 from nirgan_jax.infer.model import Model, load_model

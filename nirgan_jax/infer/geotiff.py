@@ -10,16 +10,17 @@ fixed point for rasters without one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio import warp
+from rasterio.enums import Interleaving
 from rasterio.windows import Window
 
-from data_prep import contract, raster
-from nirgan_jax import errors
+from nirgan_jax import contract, errors
 from nirgan_jax.errors import NirganError
 
 DEFAULT_SCALES = {"uint8": 255.0, "uint16": contract.REFLECTANCE_SCALE,
@@ -41,11 +42,36 @@ def open_raster(path: Path) -> rasterio.DatasetReader:
   except UnicodeEncodeError as e:  # rasterio passes names to GDAL as UTF-8
     raise RasterError(f"{path}: the file name is not valid UTF-8, which GDAL cannot open; "
                       "rename the file") from e
-  problem = raster.unstored_pixels(dataset)
+  problem = unstored_pixels(dataset)
   if problem:
     dataset.close()
     raise RasterError(f"{path}: {problem}")
   return dataset
+
+
+def unstored_pixels(src) -> str | None:
+  """Why the GeoTIFF ``src`` does not hold every block of pixels its header declares, or None:
+  a block ending past the end of the file (a truncated file), or one absent without a nodata
+  value to stand for it (a header declaring more pixels than the file stores, which GDAL
+  would read as zeros). Sparse GeoTIFFs leave out nodata blocks on purpose."""
+  if src.driver != "GTiff" or not os.path.isfile(src.name):  # e.g. a /vsisubfile/ member
+    return None
+  size = os.path.getsize(src.name)
+  rows, cols = src.block_shapes[0]
+  bands = range(1, src.count + 1) if src.interleaving == Interleaving.band else [1]
+  for band in bands:
+    for y in range(-(-src.height // rows)):
+      for x in range(-(-src.width // cols)):
+        offset = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+        if offset is None:
+          if src.nodata is None:
+            return (f"holds no pixels for block ({x}, {y}) of its {src.width}x{src.height} px "
+                    "(truncated, or its header declares more than it stores)")
+          continue
+        end = int(offset) + int(src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band))
+        if end > size:
+          return f"truncated: its pixels run to byte {end}, the file ends at byte {size}"
+  return None
 
 
 def unreadable(path: str | Path, error: rasterio.errors.RasterioIOError) -> RasterError:

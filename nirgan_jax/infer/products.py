@@ -12,8 +12,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from data_prep import contract
-from nirgan_jax import indices
+from nirgan_jax import contract, indices
 from nirgan_jax.infer import geotiff
 
 PRODUCTS = ("nir", "rgbn", "ndvi")

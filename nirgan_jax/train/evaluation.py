@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from data_prep import contract
+from nirgan_jax import contract
 from nirgan_jax import metrics as metrics_lib
 from nirgan_jax.data import pipeline
 from nirgan_jax.infer import figures
