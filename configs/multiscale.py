@@ -6,6 +6,7 @@ Variants import this file and override. Architecture knobs (``pad``,
 
 import ml_collections
 
+from nirgan_jax import metrics
 from nirgan_jax.models import config as model_config
 
 
@@ -21,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.lambda_gan = 1.0
   config.loss.lambda_l1 = 100.0
   config.loss.lambda_ssim = 0.0
-  config.loss.ssim_window = 11  # the original's window
+  config.loss.ssim_window = metrics.SSIM_WINDOW  # the original's window
   config.loss.lambda_hist = 0.0  # EMD between softmax-CDF histograms
   config.loss.lambda_rs = 0.0  # remote-sensing index loss, off as in the original
   config.loss.rs_criterion = "l1"  # l1 | l2
@@ -79,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_train_steps=500_000,
       log_every=100,
       eval_every=5_000,  # evaluation and checkpoint
-      eval_ssim_window=11,
+      eval_ssim_window=metrics.SSIM_WINDOW,
       image_every=5_000,  # prediction panels in TensorBoard (0: never)
       num_images=4,  # eval examples shown in the panels
       keep_best=3,  # checkpoints kept by val L1, besides the latest

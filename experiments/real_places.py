@@ -14,9 +14,10 @@ from the ``data_prep`` builds of the two folders, then predicts every image of t
 places whole with tiled inference.
 
 Every model is scored on the same pixels: valid under the builders' nodata rule, 8 px
-from an image's edge. Scores are pooled over the pixels of a fold: MAE of NIR, NDVI MAE
-(from the prediction clipped to reflectance [0, 1]), SSIM (window 11, 'same' padding) and
-the Jaccard index of the vegetation masks NDVI > 0.3 from predicted against true NIR. The
+from an image's edge (``evaluation`` protocol ``border8_same11``). Scores are pooled over the
+pixels of a fold: MAE of NIR, NDVI MAE (from the prediction clipped to reflectance [0, 1]),
+SSIM (window 11, 'same' padding) and the Jaccard index of the vegetation masks NDVI > 0.3
+from predicted against true NIR. The
 table gives each model's mean over folds (each fold first averaged over seeds) with the
 standard deviation and range over folds, and every fold. ``linear fit on the test pixels``
 is a least-squares map of RGB to NIR fitted on a fold's held-out pixels themselves: it says
@@ -48,7 +49,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags, logging
@@ -57,7 +57,7 @@ from clu import metric_writers
 from configs import s2_real
 from data_prep import build, builder, raster, rgbn_geotiff
 from data_prep.s2_100k import L2A_BANDS, S2_NODATA
-from nirgan_jax import contract, errors, metrics
+from nirgan_jax import contract, errors, evaluation, metrics
 from nirgan_jax.data import pipeline
 from nirgan_jax.infer import tiled
 from nirgan_jax.infer.model import Model
@@ -70,7 +70,8 @@ S2_100K = TEST_DATA / "s2_100k_10"
 S2_MORE = TEST_DATA / "s2_more"
 MODELS = ("linear", "mlp", "gan", "cnn")  # the order runs are started in: cheapest first
 BORDER = 8  # px left out at every image edge
-SSIM_WINDOW = 11
+# Whole images predicted, scored but for a border, SSIM over the reflect-padded map.
+PROTOCOL = evaluation.Protocol(metrics.SSIM_WINDOW, "same", border_px=BORDER)
 BASE_SEED = 42  # configs/multiscale.py's; seed s trains with BASE_SEED + s
 AS_TRAINED = ", weights as trained"  # a GAN's row without its weight average
 ORACLE = "linear fit on the test pixels"
@@ -138,10 +139,9 @@ class Image:
 
   @property
   def scored(self) -> np.ndarray:
-    """The pixels every model is scored on: valid and ``BORDER`` px inside the image."""
-    inner = np.zeros_like(self.valid)
-    inner[BORDER:-BORDER, BORDER:-BORDER] = True
-    return self.valid & inner
+    """(H, W) bool: the pixels every model is scored on (``PROTOCOL``)."""
+    mask = PROTOCOL.scored_pixels((1, *self.valid.shape), self.valid[None, ..., None])
+    return np.asarray(mask)[0, ..., 0] > 0
 
 
 def _read_image(place: str, name: str, path: Path, bands: list[int], scale: float,
@@ -258,31 +258,20 @@ def run_config(model: str, sources: dict[str, str], seed: int, steps_scale: floa
 # --- Scoring --------------------------------------------------------------------------
 
 def image_sums(image: Image, prediction: np.ndarray) -> dict:
-  """One image's pixel sums and counts of every score (pooled over a fold later)."""
-  scored = image.scored[None, ..., None].astype(np.float32)
-  rgb = image.reflectance[None, ..., :3]
-  true = image.reflectance[None, ..., 3:]
+  """One image's pixel sums and counts of every score (``evaluation.PooledScores``)."""
   pred = np.nan_to_num(prediction, nan=0.0)[None, ..., None].astype(np.float32)
-  values = jax.device_get(metrics.image_metrics(rgb, pred, true, SSIM_WINDOW, scored,
-                                                ssim_padding="same"))
-  pixels = float(scored.sum())
-  ssim_pixels = float(np.asarray(metrics.ssim_window_weights(scored, SSIM_WINDOW, "same")).sum())
-  intersection, union = jax.device_get(metrics.vegetation_overlap(rgb, pred, true, scored))
-  return {"image": image.name, "place": image.place, "pixels": pixels,
-          "mae_sum": float(values["l1"][0]) * pixels,
-          "ndvi_mae_sum": float(values["ndvi_mae"][0]) * pixels,
-          "ssim_pixels": ssim_pixels, "ssim_sum": float(values["ssim"][0]) * ssim_pixels,
-          "vegetation_intersection": float(intersection[0]),
-          "vegetation_union": float(union[0])}
+  scores = PROTOCOL.scores(image.reflectance[None, ..., :3], pred, image.reflectance[None, ..., 3:],
+                           image.valid[None, ..., None])
+  return {"image": image.name, "place": image.place,
+          **evaluation.PooledScores().add(scores).sums}
 
 
 def pooled(images: list[dict]) -> dict[str, float]:
-  total = lambda key: sum(i[key] for i in images)
-  union = total("vegetation_union")
-  return {"mae": total("mae_sum") / total("pixels"),
-          "ndvi_mae": total("ndvi_mae_sum") / total("pixels"),
-          "ssim": total("ssim_sum") / total("ssim_pixels"),
-          "vegetation_iou": total("vegetation_intersection") / union if union else 1.0}
+  """The scores pooled over the pixels of ``images`` (``image_sums`` records)."""
+  pool = evaluation.PooledScores()
+  for image in images:
+    pool.merge(image)
+  return pool.result()
 
 
 def oracle_predictions(images: list[Image]) -> list[np.ndarray]:

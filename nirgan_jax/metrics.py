@@ -25,6 +25,7 @@ VEGETATION_NDVI = 0.3
 # a prediction below 0 (a tanh output can be) cannot make NDVI leave [-1, 1].
 REFLECTANCE_RANGE = (0.0, 1.0)
 SSIM_PADDINGS = ("valid", "same")
+SSIM_WINDOW = 11  # px, the original's Gaussian SSIM window
 SSIM_SIGMA = 1.5
 # PSNR of an exact match is capped at 10 log10(1 / 1e-10) = 100 dB, so means stay finite.
 PSNR_MIN_MSE = 1e-10
@@ -74,7 +75,7 @@ def _gaussian_filter(x: jax.Array, window: int) -> jax.Array:
   return conv(conv(x, taps.reshape(window, 1, 1, 1)), taps.reshape(1, window, 1, 1))
 
 
-def ssim_map(a: jax.Array, b: jax.Array, window: int = 11, padding: str = "valid",
+def ssim_map(a: jax.Array, b: jax.Array, window: int = SSIM_WINDOW, padding: str = "valid",
              max_val: float = 1.0) -> jax.Array:
   """Per-pixel SSIM of (B, H, W, C) images: Gaussian window of ``window`` px, sigma 1.5,
   k1 0.01, k2 0.03.
@@ -100,7 +101,7 @@ def ssim_map(a: jax.Array, b: jax.Array, window: int = 11, padding: str = "valid
   return numerator / (denominator + 1e-12)
 
 
-def ssim_window_weights(valid: jax.Array, window: int = 11, padding: str = "valid"
+def ssim_window_weights(valid: jax.Array, window: int = SSIM_WINDOW, padding: str = "valid"
                         ) -> jax.Array:
   """The weight of each pixel of ``ssim_map``'s map under a mask: the least ``valid`` under
   its window, so 1 exactly where the window holds only valid pixels. With ``"same"`` the
@@ -139,7 +140,7 @@ def vegetation_overlap(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
 
 
 def image_metrics(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
-                  ssim_window: int = 11, valid: jax.Array | None = None,
+                  ssim_window: int = SSIM_WINDOW, valid: jax.Array | None = None,
                   ssim_padding: str = "valid") -> dict[str, jax.Array]:
   """L1, L2, PSNR (max value 1, capped at 100 dB), SSIM (``ssim_map`` averaged), the MAE of
   NDVI, NDWI and EVI (EVI on ``indices.index_support`` only) and the Jaccard index of the

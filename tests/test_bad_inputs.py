@@ -49,7 +49,7 @@ TOOLS = {
     "prep": ("data_prep.build", "data_prep.build"),
     "train": ("nirgan_jax.train", None),
     "predict": ("nirgan_jax.predict", "nirgan_jax.infer.predict"),
-    "evaluate": ("nirgan_jax.evaluate", "nirgan_jax.infer.evaluate"),
+    "evaluate": ("nirgan_jax.evaluate", "nirgan_jax.evaluate"),
     "export": ("nirgan_jax.export", "nirgan_jax.train.export"),
     "import": ("nirgan_jax.import_torch", "nirgan_jax.infer.import_torch"),
     "timeseries": ("nirgan_jax.timeseries", "nirgan_jax.infer.timeseries"),

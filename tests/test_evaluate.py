@@ -10,9 +10,9 @@ import rasterio
 from test_predict import save_tiny_model
 
 from data_prep import build
-from nirgan_jax import metrics, models
-from nirgan_jax.infer import evaluate, model_io
+from nirgan_jax import evaluate, evaluation, metrics, models
 from nirgan_jax.infer import model as inference
+from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
 
 from conftest import TEST_DATA, load_config, rbg_key
@@ -124,9 +124,10 @@ def test_numpy_kornia_reference_follows_torch_reflect_padding():
                              atol=1e-12)
 
 
-def test_nirgan_protocol_reproduces_the_originals_metrics_on_a_fixed_pair():
+def test_original_protocol_reproduces_the_originals_metrics_on_a_fixed_pair():
   rgb, nir, pred = _fixed_pair()
-  protocol = evaluate.make_protocol("nirgan")
+  protocol = evaluation.protocol_named("centre240_same11")
+  assert protocol == evaluation.ORIGINAL
   assert (protocol.crop_px, protocol.ssim_window, protocol.ssim_padding) == (240, 11, "same")
   got = evaluate.score(rgb, pred, nir, None, protocol)
   expected = original_metrics(nir[0], pred[0])
@@ -138,7 +139,7 @@ def test_nirgan_protocol_reproduces_the_originals_metrics_on_a_fixed_pair():
       np.asarray(metrics.ssim_map(nir[:, crop, crop], pred[:, crop, crop], 11, "same"))[0, ..., 0],
       kornia_ssim_map(nir[0, crop, crop, 0], pred[0, crop, crop, 0]), atol=1e-4)
   # The other protocol scores the whole crop with 'valid' filtering.
-  other = evaluate.score(rgb, pred, nir, None, evaluate.make_protocol("nirgan_jax"))
+  other = evaluate.score(rgb, pred, nir, None, evaluation.protocol_named("whole_valid11"))
   assert float(other["l1"][0]) == pytest.approx(float(np.mean(np.abs(nir - pred))), rel=1e-5)
   assert abs(float(other["ssim"][0]) - expected["ssim"]) > 1e-4
 
@@ -147,9 +148,11 @@ def test_protocol_options_are_checked(tmp_path, model_dirs, capsys):
   args = ["--model", str(model_dirs["gan"]), "--dataset", "s2_100k/default", "--data_dir",
           str(tmp_path), "--out", str(tmp_path / "eval")]
   assert evaluate.main(args + ["--image_size", "128"]) == 2
-  assert "--protocol nirgan scores the centre 240 px" in capsys.readouterr().err
-  assert evaluate.main(args + ["--ssim_window", "7"]) == 2
-  assert "--protocol nirgan_jax" in capsys.readouterr().err
+  assert "--protocol centre240_same11 needs images of at least 240 px" in (
+      capsys.readouterr().err)
+  assert evaluate.main(args + ["--protocol", "nirgan"]) == 2
+  assert "protocol 'nirgan': expected whole_, centre<px>_ or border<px>_" in (
+      capsys.readouterr().err)
   assert not (tmp_path / "eval").exists()
 
 
@@ -159,7 +162,7 @@ def test_real_s2_samples_table_matches_direct_computation(tmp_path, model_dirs):
   out = tmp_path / "eval"
   assert evaluate.main(["--model", str(model_dirs["gan"]), "--baselines", str(model_dirs["linear"]),
                         f"mine={model_dirs['cnn']}", "--dataset", "s2_100k/default", "--data_dir",
-                        str(tmp_path / "tfds"), "--split", split, "--protocol", "nirgan_jax",
+                        str(tmp_path / "tfds"), "--split", split, "--protocol", "whole_valid11",
                         "--image_size", "128", "--batch_size", "2", "--figures", "2", "--out",
                         str(out), "--quiet"]) == 0
   rows = _rows(out / "metrics.csv")
@@ -169,7 +172,8 @@ def test_real_s2_samples_table_matches_direct_computation(tmp_path, model_dirs):
   assert all(r["examples"] == "3" for r in rows)
   text = (out / "metrics.md").read_text()
   assert "| nirgan | all | 3 |" in text
-  assert "protocol nirgan_jax: centre 128 px crops; SSIM window 11" in text
+  assert "centre 128 px crops; protocol whole_valid11: every pixel of each prediction; SSIM " \
+         "window 11" in text
   for name in ("nirgan", "linear", "mine"):
     assert (out / f"figures_{name}.png").stat().st_size > 10_000
 
@@ -194,15 +198,15 @@ def _s2_samples(size):
     yield bands[..., :3], bands[..., 3:], valid
 
 
-def test_real_s2_samples_under_the_nirgan_protocol(tmp_path, model_dirs):
+def test_real_s2_samples_under_the_original_protocol(tmp_path, model_dirs):
   builder, _ = build.build("s2_100k", tmp_path / "tfds", S2_SAMPLE)
   split = "+".join(sorted(builder.info.splits))
   out = tmp_path / "eval"
   assert evaluate.main(["--model", f"linear={model_dirs['linear']}", "--dataset",
                         "s2_100k/default", "--data_dir", str(tmp_path / "tfds"), "--split", split,
                         "--out", str(out), "--quiet"]) == 0
-  assert "protocol nirgan: centre 240 px of predictions on centre 256 px crops" in (
-      out / "metrics.md").read_text()
+  assert "centre 256 px crops; protocol centre240_same11: the centre 240 px of each " \
+         "prediction" in (out / "metrics.md").read_text()
   row = _rows(out / "metrics.csv")[0]
   model = inference.load_model(model_dirs["linear"])
   # Two of the samples have a few no-data pixels inside the centre 240 px.
@@ -218,7 +222,7 @@ def test_demo_data_is_reported_per_sensor(tmp_path, model_dirs):
   out = tmp_path / "eval"
   assert evaluate.main(["--model", str(model_dirs["gan"]), "--dataset", "nirgan_demo/small",
                         "--data_dir", str(tmp_path / "tfds"), "--split", "validation+test",
-                        "--protocol", "nirgan_jax", "--image_size", "32", "--out", str(out),
+                        "--protocol", "whole_valid11", "--image_size", "32", "--out", str(out),
                         "--quiet"]) == 0
   rows = _rows(out / "metrics.csv")
   overall = int(rows[0]["examples"])

@@ -5,8 +5,8 @@ import optax
 import pytest
 from flax import traverse_util
 
+from nirgan_jax import evaluation, models
 from nirgan_jax import metrics as metrics_lib
-from nirgan_jax import models
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import state as train_state
 from nirgan_jax.train import step as gan_step
@@ -199,7 +199,7 @@ def test_eval_step_returns_per_example_metrics():
   config = tiny_config("multiply")
   config.model.conv_impl = "xla"
   nirgan, mesh, g, _, s = _setup(config, jax.devices())
-  eval_step = gan_step.make_eval_step(nirgan, mesh, ssim_window=5)
+  eval_step = gan_step.make_eval_step(nirgan, mesh, evaluation.Protocol(5))
   pred, metrics = eval_step(g.params, s, mesh_lib.shard_batch(mesh, _batch()))
   assert pred.shape == (8, IMAGE, IMAGE, 1)
   assert metrics["l1"].shape == (8,)

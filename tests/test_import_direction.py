@@ -1,6 +1,7 @@
 """Imports run one way, read from the source of every module (imports inside functions too):
-``data_prep`` may use ``nirgan_jax``, never the reverse, and no benchmark or library module
-imports from ``tests/``."""
+``data_prep`` may use ``nirgan_jax``, never the reverse; the inference tools
+(``nirgan_jax/infer``) use no training code, optax, Grain or TensorFlow; and no benchmark or
+library module imports from ``tests/``."""
 
 import ast
 from pathlib import Path
@@ -33,6 +34,13 @@ def _offending(path: Path, prefixes: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize("path", _modules("nirgan_jax"), ids=lambda p: str(p.relative_to(REPO)))
 def test_nirgan_jax_never_imports_data_prep(path):
   assert not _offending(path, ("data_prep",))
+
+
+@pytest.mark.parametrize("path", _modules("nirgan_jax/infer"),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_inference_tools_use_no_training_code(path):
+  assert not _offending(path, ("nirgan_jax.train", "nirgan_jax.data", "nirgan_jax.evaluate",
+                               "optax", "grain", "tensorflow", "tensorflow_datasets"))
 
 
 @pytest.mark.parametrize("path", _modules("nirgan_jax") + _modules("data_prep")

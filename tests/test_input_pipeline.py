@@ -11,7 +11,7 @@ import rasterio
 from absl import flags
 
 from data_prep import build
-from nirgan_jax import contract
+from nirgan_jax import contract, errors
 from nirgan_jax.data import pipeline as ip
 from nirgan_jax.data import transforms
 from nirgan_jax.data.gsd_shares import GsdShares
@@ -251,10 +251,16 @@ def test_resume_with_changed_weights_fails_clearly(demo_dirs):
   saved = ip.pipeline_fingerprint(specs, IMAGE, 8, 0)
   ip.check_resumable(ip.json_round_trip(saved), ip.pipeline_fingerprint(specs, IMAGE, 8, 0))
   changed = _specs(demo_dirs, weights=(0.5, 0.5))
-  with pytest.raises(ValueError, match="sources: checkpoint"):
+  with pytest.raises(errors.ConfigError, match="sources: checkpoint") as refused:
     ip.check_resumable(saved, ip.pipeline_fingerprint(changed, IMAGE, 8, 0))
-  with pytest.raises(ValueError, match="global_batch_size"):
+  assert "\n" not in str(refused.value)  # the entry points print it as one line
+  with pytest.raises(errors.ConfigError, match="global_batch_size"):
     ip.check_resumable(saved, ip.pipeline_fingerprint(specs, IMAGE, 16, 0))
+
+
+def test_a_source_weight_of_zero_is_a_config_error(demo_dirs):
+  with pytest.raises(errors.ConfigError, match=r"every weight must be positive, got \{.*: 0\.0"):
+    ip.train_dataset(_specs(demo_dirs, weights=(1.0, 0.0)), IMAGE, global_batch_size=8, seed=0)
 
 
 # --------------------------------------------------------------------------- real pixels only

@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+from nirgan_jax import errors
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import model as infer_model
 from nirgan_jax.infer import model_io
@@ -336,6 +337,7 @@ def test_nonfinite_batch_is_skipped_and_never_saved(demo_data, tmp_path, monkeyp
 
   calls.clear()
   halted = tmp_path / "halt"
+  assert issubclass(loop.NonFiniteLossError, errors.NirganError)  # one line from the CLI
   with pytest.raises(loop.NonFiniteLossError, match=r"\(steps 2\): .*g_l1"):
     loop.train_and_evaluate(tiny(demo_data, steps=2, image_every=0, on_nonfinite="halt"),
                                 str(halted))

@@ -76,7 +76,8 @@ class SourceSpec:
     cfg["derived_gsd_m"] = tuple(float(g) for g in cfg.get("derived_gsd_m", ()))
     unknown = set(cfg) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-      raise ValueError(f"unknown source keys {sorted(unknown)} in {cfg.get('name', cfg)}")
+      raise errors.ConfigError(f"unknown source keys {sorted(unknown)} in "
+                             f"{cfg.get('name', cfg)}")
     return cls(**cfg)
 
 
@@ -302,14 +303,15 @@ def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_siz
   rows per batch. Each source gets its own seed offset so they shuffle independently; each
   row's ``source_index`` is its source's position in ``specs``."""
   if global_batch_size % process_count:
-    raise ValueError(f"global batch {global_batch_size} does not divide over "
-                     f"{process_count} processes")
+    raise errors.ConfigError(f"global batch {global_batch_size} does not divide over "
+                             f"{process_count} processes")
   datasets = [source_dataset(spec, image_size, seed + i, process_index, process_count, augment,
                              source_index=i, illumination_gain=illumination_gain)
               for i, spec in enumerate(specs)]
   weights = [spec.weight for spec in specs]
   if any(w <= 0 for w in weights):
-    raise ValueError(f"source weights must be positive, got {weights}")
+    raise errors.ConfigError(f"data.sources: every weight must be positive, got "
+                             f"{dict(zip((s.name for s in specs), weights, strict=True))}")
   mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
   return mixed.batch(global_batch_size // process_count, drop_remainder=True)
 
@@ -413,8 +415,8 @@ def eval_batches(dataset: grain.MapDataset, global_batch_size: int, process_inde
   example is in exactly one batch of one process.
   """
   if global_batch_size % process_count:
-    raise ValueError(f"global batch {global_batch_size} does not divide over "
-                     f"{process_count} processes")
+    raise errors.ConfigError(f"global batch {global_batch_size} does not divide over "
+                             f"{process_count} processes")
   local = global_batch_size // process_count
   shard = PaddedEvalShard(dataset, process_index, process_count, local)
   return make_iterator(grain.MapDataset.source(shard).batch(local), read_threads,
@@ -444,9 +446,9 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     return
   changes = [f"{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
              for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
-  raise ValueError("the input pipeline differs from the checkpoint's, so its saved position "
-                   "would not resume the same sequence (start a new workdir, or restore the "
-                   "old settings):\n  " + "\n  ".join(changes))
+  raise errors.ConfigError("the input pipeline differs from the checkpoint's, so its saved "
+                           "position would not resume the same sequence (start a new workdir, "
+                           "or restore the old settings): " + "; ".join(changes))
 
 
 def json_round_trip(value: Any) -> Any:

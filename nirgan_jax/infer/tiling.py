@@ -19,7 +19,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-ALIGN = 4
+from nirgan_jax.models.generator import SIZE_MULTIPLE
+
+ALIGN = SIZE_MULTIPLE
 
 
 def tile_starts(size: int, tile: int, overlap: int, margin: int = 0) -> list[int]:

@@ -36,6 +36,9 @@ from nirgan_jax.models.baselines import MLPNIR
 
 INJECTION_STYLES = ("multiply", "add", "concat", "none")
 N_DOWNSAMPLING = 2
+# The generator halves the image N_DOWNSAMPLING times and doubles it back: its input sides must
+# be multiples of this (tiles, exported shapes, training crops).
+SIZE_MULTIPLE = 2**N_DOWNSAMPLING
 
 
 class ResnetBlock(nn.Module):

@@ -25,8 +25,6 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 
-EXIT_PREEMPTED = 128 + 15  # what a shell reports for a process ended by SIGTERM
-
 
 def parse_flags(argv: list[str]) -> list[str]:
   """``FLAGS(argv)``, but a bad command line (a flag value of the wrong type, an override of a
@@ -78,7 +76,7 @@ def main(argv):
     metrics = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as e:
     logging.warning("%s", e)
-    sys.exit(EXIT_PREEMPTED)
+    sys.exit(errors.EXIT_TERMINATED)
   except (errors.NirganError, OSError) as e:
     sys.exit(errors.report(e))
   logging.info("final evaluation: %s", metrics)

@@ -8,6 +8,7 @@ import ml_collections
 from nirgan_jax import errors, models
 from nirgan_jax.data import pipeline
 from nirgan_jax.models import layers, satclip
+from nirgan_jax.models.generator import SIZE_MULTIPLE
 from nirgan_jax.train import losses
 
 NONFINITE_MODES = ("skip", "halt")
@@ -30,7 +31,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       ("optim.ema_decay", 0 <= config.optim.ema_decay < 1),
       ("optim.plateau.factor", 0 < config.optim.plateau.factor < 1),
       ("optim.plateau.patience", config.optim.plateau.patience >= 0),
-      ("data.image_size", config.data.image_size > 0 and config.data.image_size % 4 == 0),
+      ("data.image_size",
+       config.data.image_size > 0 and config.data.image_size % SIZE_MULTIPLE == 0),
       ("data.batch_size_per_device", config.data.batch_size_per_device > 0),
       ("pad", 0 <= config.pad < config.data.image_size),
       ("train.num_train_steps", config.train.num_train_steps > 0),

@@ -31,11 +31,11 @@ from nirgan_jax import errors, models, paths
 from nirgan_jax.infer import model as infer_model
 from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
+from nirgan_jax.models.generator import SIZE_MULTIPLE
 from nirgan_jax.train import checkpointing
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 # Height and width must be multiples of this (two stride-2 downsamplings, then back up).
-SIZE_MULTIPLE = 4
 MIN_SIZE = 16
 
 

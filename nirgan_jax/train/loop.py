@@ -22,7 +22,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 
-from nirgan_jax import models, paths
+from nirgan_jax import errors, evaluation, models, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.data.gsd_shares import GsdShares
 from nirgan_jax.train import checkpointing, config_checks, prefetch, warm_start
@@ -34,7 +34,7 @@ from nirgan_jax.train.schedules import Plateau
 from nirgan_jax.train.state import TrainState, create_train_states, with_learning_rate
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.NirganError, FloatingPointError):
   """A loss became NaN or inf and ``train.on_nonfinite`` is "halt"."""
 
 
@@ -209,7 +209,8 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
   num_steps = cfg.num_train_steps
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   train_step = gan_step.make_train_step(nirgan, mesh)
-  eval_step = gan_step.make_eval_step(nirgan, mesh, cfg.eval_ssim_window)
+  # Every pixel of the crop, SSIM where its window fits (evaluation.Protocol "whole_valid<w>").
+  eval_step = gan_step.make_eval_step(nirgan, mesh, evaluation.Protocol(cfg.eval_ssim_window))
   if data.train_iter is None:
     data.open(_fresh_workers(config, data, mesh,
                              lambda batch: _step_rate(train_step, run, batch, rng)))

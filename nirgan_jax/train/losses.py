@@ -18,7 +18,7 @@ import ml_collections
 import optax
 
 from nirgan_jax import indices
-from nirgan_jax.metrics import masked_mean, ssim_map, ssim_window_weights
+from nirgan_jax.metrics import SSIM_WINDOW, masked_mean, ssim_map, ssim_window_weights
 from nirgan_jax.models.discriminator import receptive_fields
 
 GAN_MODES = ("lsgan", "vanilla")
@@ -72,7 +72,7 @@ def l1_loss(pred: jax.Array, target: jax.Array, valid: jax.Array | None = None) 
   return masked_mean(jnp.abs(pred - target), valid)
 
 
-def ssim_loss(pred: jax.Array, target: jax.Array, window: int = 11,
+def ssim_loss(pred: jax.Array, target: jax.Array, window: int = SSIM_WINDOW,
               valid: jax.Array | None = None) -> jax.Array:
   """1 - SSIM: Gaussian window of ``window`` px, sigma 1.5, max value 1, the map where the
   window fits in the image (dm-pix's 'valid' filtering), averaged over the windows that

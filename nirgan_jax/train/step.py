@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from nirgan_jax import metrics
+from nirgan_jax import evaluation
 from nirgan_jax.models.nirgan import NIRGAN
 from nirgan_jax.train import losses
 from nirgan_jax.train.mesh import batch_sharded, replicated
@@ -94,8 +94,8 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
       fake_logits = nirgan.discriminate(new_d_state.params, rgb, shown_to_d(pred))
     return losses.generator_loss(fake_logits, rgb, pred, nir, cfg.loss, valid, logit_weights)
 
-  (g_loss, g_parts), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-  (g_grads,) = generator_pullback(d_fake)
+  (g_loss, g_parts), loss_grad_wrt_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+  (g_grads,) = generator_pullback(loss_grad_wrt_fake)
   new_g_state = g_state.apply_gradients(grads=g_grads)
 
   # A finite loss can still have non-finite gradients (e.g. bf16 overflow in a backward pass).
@@ -113,13 +113,13 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
 
 
 def eval_step(g_params: Any, satclip_params: Any, batch: Batch, *, nirgan: NIRGAN,
-              ssim_window: int = 11) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Prediction and per-example metrics (each (B,), see ``metrics.image_metrics``) on a batch,
-  without augmentation, over the batch's ``valid`` pixels if it has a mask."""
+              protocol: evaluation.Protocol) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Prediction and per-example metrics (each (B,), ``evaluation.Protocol.scores``) on a
+  batch, without augmentation, over the batch's ``valid`` pixels if it has a mask."""
   embedding = nirgan.embed(satclip_params, batch.get("lonlat"))
   pred = nirgan.generate(g_params, batch["rgb"], embedding)
-  return pred, metrics.image_metrics(batch["rgb"], pred, batch["nir"], ssim_window,
-                                     valid=batch.get("valid"))
+  return pred, evaluation.per_example(protocol.scores(batch["rgb"], pred, batch["nir"],
+                                                      batch.get("valid")))
 
 
 def make_train_step(nirgan: NIRGAN, mesh: Mesh):
@@ -137,10 +137,10 @@ def make_train_step(nirgan: NIRGAN, mesh: Mesh):
   )
 
 
-def make_eval_step(nirgan: NIRGAN, mesh: Mesh, ssim_window: int = 11):
+def make_eval_step(nirgan: NIRGAN, mesh: Mesh, protocol: evaluation.Protocol):
   rep, data = replicated(mesh), batch_sharded(mesh)
   return jax.jit(
-      lambda g, s, b: eval_step(g, s, b, nirgan=nirgan, ssim_window=ssim_window),
+      lambda g, s, b: eval_step(g, s, b, nirgan=nirgan, protocol=protocol),
       in_shardings=(rep, rep, data),
       out_shardings=(data, data),
   )
