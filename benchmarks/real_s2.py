@@ -49,7 +49,6 @@ import ml_collections
 import numpy as np
 import rasterio
 from absl import flags, logging
-from clu import metric_writers
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: configs/ and data_prep/ live beside it
@@ -63,7 +62,7 @@ from nirgan_jax.data import pipeline
 from nirgan_jax.infer import figures, tiled
 from nirgan_jax.infer.model import Model
 from nirgan_jax.models import config as model_config
-from nirgan_jax.train import checkpointing, loop
+from nirgan_jax.train import checkpointing, loop, summaries
 
 MODELS = ("gan", "linear", "mlp", "cnn")
 AS_TRAINED = ", weights as trained"  # a model's row scored without its weight average
@@ -149,7 +148,7 @@ def run_config(model: str, source: str, steps_scale: float) -> ml_collections.Co
 def train_and_predict(config: ml_collections.ConfigDict, split: Split, workdir: Path
                       ) -> list[np.ndarray]:
   """Trains ``config`` in ``workdir`` and returns ``predict_heldout`` of its last step."""
-  loop.train_and_evaluate(config, str(workdir), writer=metric_writers.LoggingWriter())
+  loop.train_and_evaluate(config, str(workdir), writer=summaries.LoggingWriter())
   return predict_heldout(config, split, workdir)
 
 

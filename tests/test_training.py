@@ -19,8 +19,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 from absl import flags
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util import tensor_util
 
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import model as infer_model
@@ -51,8 +52,9 @@ def tiny(data_dir, steps=4, **train):
 
 
 def _events(workdir):
-  for path in glob.glob(str(workdir / "events.out.tfevents.*")):
-    yield from tf.compat.v1.train.summary_iterator(path)
+  """The run's TensorBoard events, read as TensorBoard reads them."""
+  for path in sorted(glob.glob(str(workdir / "events.out.tfevents.*"))):
+    yield from EventFileLoader(path).Load()
 
 
 def _event_tags(workdir):
@@ -60,7 +62,7 @@ def _event_tags(workdir):
 
 
 def _scalars(workdir, tag):
-  return {event.step: float(tf.make_ndarray(value.tensor)) for event in _events(workdir)
+  return {event.step: float(tensor_util.make_ndarray(value.tensor)) for event in _events(workdir)
           for value in event.summary.value if value.tag == tag}
 
 
