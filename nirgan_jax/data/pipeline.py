@@ -151,10 +151,52 @@ def open_source(spec: SourceSpec):
   return source
 
 
-def build_command(spec: SourceSpec) -> str:
+def build_command(spec: SourceSpec, manual_dir: bool = True) -> str:
+  """The command that builds ``spec``'s dataset; ``manual_dir``: from a raw archive (RAW)."""
   dataset, _, config = spec.name.partition("/")
   return (f"python -m data_prep.build {dataset} {'--config ' + config + ' ' if config else ''}"
-          f"--manual_dir RAW --data_dir {spec.data_dir}")
+          f"{'--manual_dir RAW ' if manual_dir else ''}--data_dir {spec.data_dir}")
+
+
+def check_built(specs: Sequence[SourceSpec]) -> None:
+  """Refuses, in one error, every source of ``specs`` without a build in its data_dir: for
+  each, where its raw data come from (page, licence, what to download) and the command that
+  builds it; then how to run with no download at all. Looks for the builds' files only, so a
+  missing source costs no TFDS lookup (``open_source`` judges the builds that are there)."""
+  missing: dict[tuple[str, str], SourceSpec] = {}
+  for spec in specs:
+    folder = paths.as_path(spec.data_dir).joinpath(*spec.name.split("/"))
+    if not spec.name.startswith(IN_MEMORY_PREFIX) and not any(
+        folder.glob("*/dataset_info.json")):
+      missing.setdefault((spec.name, spec.data_dir), spec)
+  if missing:
+    raise MissingDataError(missing_sources_message(list(missing.values())))
+
+
+def missing_sources_message(missing: Sequence[SourceSpec]) -> str:
+  from data_prep import build  # the builders, and what each says of its raw data
+
+  names = ", ".join(spec.name for spec in missing)
+  data_dirs = ", ".join(sorted({spec.data_dir for spec in missing}))
+  verb = "is" if len(missing) == 1 else "are"
+  lines = [f"{len(missing)} source{'s' * (len(missing) > 1)} of the config {verb} not built in "
+           f"{data_dirs}: {names}. Build each once (RAW: the folder holding its download):"]
+  for spec in missing:
+    builder = build.BUILDERS.get(spec.name.split("/")[0])
+    if builder is None:
+      lines.append(f"  {spec.name}: no data_prep builder of that name "
+                   f"(known: {', '.join(sorted(build.BUILDERS))})")
+      continue
+    raw = builder.download_instructions()
+    origin = (f"Raw data: {raw} Page: {builder.HOMEPAGE or 'none'}; licence: "
+              f"{builder.LICENSE or 'see the page'}." if raw else "Generated, no download.")
+    lines.append(f"  {spec.name}: {origin}")
+    lines.append(f"    {build_command(spec, manual_dir=bool(raw))}")
+  lines.append("To run without downloading anything: python -m nirgan_jax.train --config "
+               "configs/demo.py --workdir runs/demo (generates its data); a recipe on real "
+               "imagery that ships with the repository: configs/s2_small.py (README, "
+               "\"Real imagery\").")
+  return "\n".join(lines)
 
 
 def _older_builds(spec: SourceSpec) -> list[str]:

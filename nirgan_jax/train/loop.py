@@ -76,6 +76,7 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
   eval_specs = input_pipeline.source_specs(data, data.eval_split)
   if data.get("build_missing", False):
     input_pipeline.build_missing(train_specs + eval_specs)
+  input_pipeline.check_built(train_specs + eval_specs)
   global_batch = data.batch_size_per_device * jax.device_count()
   reader = dict(read_threads=data.read_threads, prefetch_buffer=data.prefetch_buffer,
                 workers=data.workers, per_worker_buffer=data.per_worker_buffer)
