@@ -315,6 +315,51 @@ def test_nan_pixels_of_a_float_raster_are_nodata(tmp_path, satclip_model):
   assert not (tmp_path / "out2.tif").exists()
 
 
+def _rgbn(tmp_path, model, name, data, *flags, gdal_scale_offset=None):
+  """predict's float32 RGBN of ``data`` written as ``name``, optionally declaring GDAL's
+  per-band scale and offset."""
+  write_geotiff(tmp_path / name, data, CRS, TRANSFORM)
+  if gdal_scale_offset is not None:
+    with rasterio.open(tmp_path / name, "r+") as dst:
+      dst.scales = (gdal_scale_offset[0],) * dst.count
+      dst.offsets = (gdal_scale_offset[1],) * dst.count
+  out = tmp_path / f"{name}_rgbn.tif"
+  assert predict.main([str(tmp_path / name), "--model", str(model), "--out", str(out),
+                       "--output", "rgbn", "--quiet", *flags]) == 0
+  with rasterio.open(out) as src:
+    return src.read()
+
+
+def test_l2a_offset_from_gdal_metadata_or_offset_flag(tmp_path):
+  """Sentinel-2 L2A of processing baseline 04.00 and later: DN = 10000 reflectance + 1000,
+  which GDAL declares as band scale 1e-4 and offset -0.1. The model keeps absolute brightness
+  (its radiometry path), so an ignored offset shows in the NIR as well as in the RGB."""
+  model = save_tiny_model(tmp_path / "model", radiometry_depth=2)
+  reflectance_dn = landscape(64, 64, seed=5)
+  expected = _rgbn(tmp_path, model, "plain.tif", reflectance_dn)
+  l2a = reflectance_dn + np.uint16(1000)
+  from_metadata = _rgbn(tmp_path, model, "l2a_meta.tif", l2a, gdal_scale_offset=(1e-4, -0.1))
+  from_flag = _rgbn(tmp_path, model, "l2a.tif", l2a, "--offset", "1000")
+  np.testing.assert_allclose(from_metadata, expected, atol=1e-6)
+  np.testing.assert_allclose(from_flag, expected, atol=1e-6)
+  # A given --scale or --offset overrides the metadata: here scale 10000 and offset 0, which
+  # reads every pixel 0.1 too bright.
+  ignored = _rgbn(tmp_path, model, "l2a_meta.tif", l2a, "--scale", "10000", "--overwrite",
+                  gdal_scale_offset=(1e-4, -0.1))
+  np.testing.assert_allclose(ignored[:3] - expected[:3], 0.1, atol=1e-6)
+  assert np.abs(ignored[3] - expected[3]).max() > 1e-3
+
+
+def test_a_gdal_scale_of_zero_is_refused(tmp_path, satclip_model, capsys):
+  write_geotiff(tmp_path / "in.tif", landscape(32, 32), CRS, TRANSFORM)
+  with rasterio.open(tmp_path / "in.tif", "r+") as dst:
+    dst.scales = (0.0, 1.0, 1.0)
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "out.tif"), "--quiet"]) == 1
+  assert "declare GDAL scales [0.0, 1.0, 1.0]" in capsys.readouterr().err
+  assert not (tmp_path / "out.tif").exists()
+
+
 def test_sigterm_leaves_no_partial_output(tmp_path, satclip_model):
   (tmp_path / "in").mkdir()
   write_geotiff(tmp_path / "in" / "big.tif", landscape(768, 768), CRS, TRANSFORM)

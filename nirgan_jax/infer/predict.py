@@ -1,7 +1,8 @@
 """Predicts a near-infrared band for RGB GeoTIFFs of any size.
 
     python -m nirgan_jax.predict IN.tif [IN2.tif | FOLDER ...] --model MODEL --out OUT
-        [--bands 1,2,3] [--scale 10000] [--tile 256] [--overlap 32] [--batch_size 4]
+        [--bands 1,2,3] [--scale 10000] [--offset 1000] [--tile 256] [--overlap 32]
+        [--batch_size 4]
         [--output nir|rgbn|ndvi] [--dtype float32|uint16] [--cog] [--lonlat LON,LAT]
         [--match_histogram REF.tif [--match_band 1] [--match_scale 10000]] [--overwrite]
 
@@ -49,7 +50,10 @@ class PredictError(NirganError):
 @dataclasses.dataclass(frozen=True)
 class Options:
   bands: tuple[int, int, int] = (1, 2, 3)
-  scale: float | None = None  # DN / scale = reflectance; None: by dtype (geotiff.input_scale)
+  # (DN - offset) / scale = reflectance; neither given: the bands' GDAL scale/offset, else
+  # by dtype (geotiff.radiometry)
+  scale: float | None = None
+  offset: float | None = None
   tile: int = tiled.TILE
   overlap: int = tiled.OVERLAP
   batch_size: int = tiled.BATCH_SIZE
@@ -79,7 +83,8 @@ def _predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
                   progress: bool) -> Path:
   with (geotiff.open_raster(in_path) as src, outputs.replacing(out_path) as final,
         tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as scratch):
-    source = geotiff.GeoTiffSource(src, options.bands, options.scale, lonlat=options.lonlat)
+    source = geotiff.GeoTiffSource(src, options.bands, options.scale, lonlat=options.lonlat,
+                                   offset=options.offset)
     nir_path = Path(scratch) / "nir.tif"
     with rasterio.open(nir_path, "w", **products.geotiff_profile(source, 1, "float32")) as nir:
 
@@ -147,7 +152,7 @@ def check_input(path: Path, options: Options, needs_location: bool) -> None:
     if max(options.bands) > src.count or min(options.bands) < 1:
       raise geotiff.RasterError(f"{path}: has {src.count} band(s); --bands {options.bands} "
                                 f"needs {max(options.bands)}")
-    geotiff.check_values(path, src, options.scale)
+    geotiff.check_values(path, src, options.scale, options.bands)
     if needs_location and options.lonlat is None and src.crs is None:
       raise geotiff.RasterError(f"{path}: has no CRS, so tile locations are unknown; pass "
                                 "--lonlat LON,LAT (the model injects SatCLIP)")
@@ -171,8 +176,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--out", required=True, help="output file (one input) or folder")
   parser.add_argument("--bands", default="1,2,3", help="1-based red,green,blue band indices")
   parser.add_argument("--scale", type=float, default=None,
-                      help="DN / scale = reflectance (default: 255 for uint8, 10000 for "
-                           "(u)int16, 1 for float)")
+                      help="(DN - offset) / scale = reflectance (default: the bands' GDAL "
+                           "scale/offset metadata, else 255 for uint8, 10000 for (u)int16, 1 "
+                           "for float)")
+  parser.add_argument("--offset", type=float, default=None,
+                      help="see --scale (default 0; 1000 for Sentinel-2 L2A of processing "
+                           "baseline 04.00 or later without GDAL metadata)")
   parser.add_argument("--tile", type=int, default=tiled.TILE,
                       help="tile size, px (multiple of 4)")
   parser.add_argument("--overlap", type=int, default=tiled.OVERLAP,

@@ -44,14 +44,14 @@ def encode(reflectance: np.ndarray, dtype: str) -> np.ndarray:
 def match_histogram(nir_path: Path, reference: Path, band: int = 1,
                     scale: float | None = None) -> None:
   """Matches the histogram of the NIR at ``nir_path`` to band ``band`` of ``reference``
-  (stored values / ``scale``, by default by dtype), in place."""
+  (as reflectance: ``scale`` if given, else its GDAL scale/offset, else by dtype), in place."""
   from skimage import exposure
 
   with geotiff.open_raster(reference) as ref:
     if band > ref.count:
       raise geotiff.RasterError(f"{reference}: has {ref.count} band(s), --match_band is {band}")
-    values = ref.read(band, masked=True).astype(np.float64)
-    values = values.compressed() / geotiff.input_scale(ref, scale)
+    values = ref.read(band, masked=True).compressed()
+    values = geotiff.radiometry(ref, [band], scale).reflectance(values[None])[0]
   values = values[np.isfinite(values)]
   if values.size == 0:
     raise geotiff.RasterError(f"{reference}: the reference band holds no valid pixel")
