@@ -35,9 +35,34 @@ class RasterError(NirganError):
   """A raster that is missing, unreadable or unusable; the message names the file."""
 
 
-def open_raster(path: Path) -> rasterio.DatasetReader:
-  """The raster at ``path``, opened; a missing, unreadable or incomplete one is refused."""
-  if not path.exists():
+# Remote rasters, read through GDAL's virtual file systems in byte ranges (a COG's tiles).
+_REMOTE_SCHEMES = {"gs://": "/vsigs/", "s3://": "/vsis3/", "http://": "/vsicurl/http://",
+                   "https://": "/vsicurl/https://"}
+# GDAL settings for reading them: no listing of the remote folder on open.
+READ_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+def remote_path(name: str) -> str | None:
+  """The GDAL path of a remote raster: ``/vsi...`` as given; ``gs://``, ``s3://`` and
+  ``http(s)://`` URLs mapped to ``/vsigs/``, ``/vsis3/`` and ``/vsicurl/``. None for a local
+  path."""
+  if name.startswith("/vsi"):
+    return name
+  for scheme, prefix in _REMOTE_SCHEMES.items():
+    if name.startswith(scheme):
+      return prefix + name.removeprefix(scheme)
+  return None
+
+
+def raster_name(path: str | Path) -> str:
+  """The file name of a local path or of a remote raster's GDAL path."""
+  return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+  """The raster at ``path`` (local, or a remote raster's GDAL path), opened; a missing,
+  unreadable or incomplete one is refused."""
+  if isinstance(path, Path) and not path.exists():
     raise RasterError(f"{path}: no such file")
   try:
     dataset = rasterio.open(path)

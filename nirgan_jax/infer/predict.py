@@ -3,7 +3,8 @@
     python -m nirgan_jax.predict IN.tif [IN2.tif | FOLDER ...] --model MODEL --out OUT
         [--bands 1,2,3] [--scale 10000] [--offset 1000] [--tile 256] [--overlap 32]
         [--batch_size 4]
-        [--output nir|rgbn|ndvi] [--dtype float32|uint16] [--cog] [--lonlat LON,LAT]
+        [--output nir|rgbn|ndvi] [--dtype float32|uint16] [--cog] [--co KEY=VALUE ...]
+        [--lonlat LON,LAT]
         [--match_histogram REF.tif [--match_band 1] [--match_scale 10000]] [--overwrite]
 
 MODEL is a model directory (``nirgan_jax.export`` or ``nirgan_jax.import_torch``) or an
@@ -38,7 +39,9 @@ from nirgan_jax.infer.model import Model, load_model
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 # GDAL reads and writes through local files here (and the output's atomic rename needs them).
-LOCAL_INPUT = "GeoTIFF inputs are read from the local filesystem"
+LOCAL_INPUT = ("GeoTIFF inputs are local files, or remote as gs://, s3://, http(s):// or /vsi... "
+               "paths")
+LOCAL_REFERENCE = "the histogram reference is read from the local filesystem"
 LOCAL_OUTPUT = "GeoTIFF outputs are written on the local filesystem"
 GDAL_CACHE_MB = 128
 
@@ -65,21 +68,23 @@ class Options:
   match_band: int = 1
   match_scale: float | None = None
   overwrite: bool = False
+  # GDAL creation options of the written file (the COG driver's with --cog), KEY=VALUE
+  creation_options: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- prediction
 
 
-def predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
+def predict_file(model: Model, in_path: Path | str, out_path: Path, options: Options,
                  progress: bool = True) -> Path:
   """Predicts ``in_path`` into ``out_path`` atomically; returns ``out_path``."""
   # Every raster is read and written strip by strip once: GDAL's block cache (by default 5 %
   # of the machine's memory) would only hold blocks that are never read again.
-  with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
+  with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, **geotiff.READ_OPTIONS):
     return _predict_file(model, in_path, out_path, options, progress)
 
 
-def _predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
+def _predict_file(model: Model, in_path: Path | str, out_path: Path, options: Options,
                   progress: bool) -> Path:
   with (geotiff.open_raster(in_path) as src, outputs.replacing(out_path) as final,
         tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as scratch):
@@ -93,29 +98,37 @@ def _predict_file(model: Model, in_path: Path, out_path: Path, options: Options,
 
       n_tiles = len(tiled.image_tiles(model, source.height, source.width, options.tile,
                                       options.overlap))
-      with tqdm(total=n_tiles, desc=in_path.name, unit="tile", disable=not progress) as bar:
+      with tqdm(total=n_tiles, desc=geotiff.raster_name(in_path), unit="tile",
+                disable=not progress) as bar:
         valid = tiled.predict_tiles(model, source, write_rows, options.tile, options.overlap,
                                     options.batch_size, bar)
     if valid == 0:
       raise geotiff.RasterError(f"{in_path}: every pixel is nodata")
     if options.match_histogram:
-      products.match_histogram(nir_path, paths.local_path(options.match_histogram, LOCAL_INPUT),
+      products.match_histogram(nir_path,
+                               paths.local_path(options.match_histogram, LOCAL_REFERENCE),
                                options.match_band, options.match_scale)
+    creation = creation_options(options.creation_options)
     product = Path(scratch) / "product.tif" if options.cog else final
     products.write_product(source, nir_path, product, options.output, options.dtype,
-                           options.tile)
+                           options.tile, {} if options.cog else creation)
     if options.cog:
-      rasterio.shutil.copy(product, final, driver="COG", compress="deflate",
-                           BIGTIFF="IF_SAFER")
+      rasterio.shutil.copy(product, final, driver="COG",
+                           **{"compress": "deflate", "bigtiff": "IF_SAFER", **creation})
   return out_path
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-  rasters = []
+def expand_inputs(inputs: Sequence[str]) -> list[Path | str]:
+  """Local files, the rasters of local folders, and remote rasters as GDAL paths."""
+  rasters: list[Path | str] = []
   for name in inputs:
+    remote = geotiff.remote_path(name)
+    if remote is not None:
+      rasters.append(remote)
+      continue
     path = paths.local_path(name, LOCAL_INPUT)
     if path.is_dir():
       found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
@@ -127,14 +140,15 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
   return rasters
 
 
-def output_paths(inputs: list[Path], out: Path, options: Options) -> list[Path]:
+def output_paths(inputs: list[Path | str], out: Path, options: Options) -> list[Path]:
   """OUT is a file for one input file (if it ends in .tif/.tiff), else a folder."""
   if len(inputs) == 1 and out.suffix.lower() in RASTER_SUFFIXES:
     paths = [out]
   else:
     if out.exists() and not out.is_dir():
       raise PredictError(f"{out}: must be a folder for several inputs")
-    paths = [out / f"{p.stem}_{options.output}.tif" for p in inputs]
+    stems = [Path(geotiff.raster_name(p)).stem for p in inputs]
+    paths = [out / f"{stem}_{options.output}.tif" for stem in stems]
   first_input = {}
   for in_path, path in zip(inputs, paths, strict=True):
     if path in first_input:
@@ -146,7 +160,7 @@ def output_paths(inputs: list[Path], out: Path, options: Options) -> list[Path]:
   return paths
 
 
-def check_input(path: Path, options: Options, needs_location: bool) -> None:
+def check_input(path: Path | str, options: Options, needs_location: bool) -> None:
   """Every problem that can be seen before predicting, named with the file."""
   with geotiff.open_raster(path) as src:
     if max(options.bands) > src.count or min(options.bands) < 1:
@@ -192,6 +206,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--dtype", choices=products.DTYPES, default="float32",
                       help="float32 reflectance or uint16 reflectance x 10000 (nir, rgbn)")
   parser.add_argument("--cog", action="store_true", help="write a cloud-optimized GeoTIFF")
+  parser.add_argument("--co", action="append", default=[], metavar="KEY=VALUE",
+                      help="GDAL creation option of the output (the COG driver's with --cog), "
+                           "e.g. COMPRESS=LZW; repeatable")
   parser.add_argument("--lonlat", default=None, help="LON,LAT for rasters without a CRS")
   parser.add_argument("--match_histogram", default=None, metavar="REF.tif",
                       help="match the predicted NIR's histogram to this reference NIR")
@@ -222,10 +239,23 @@ def options_from_args(args: argparse.Namespace) -> Options:
     raise errors.UsageError(f"--tile {args.tile} and --overlap {args.overlap} must be "
                             f"multiples of {tiling.ALIGN} with 0 <= overlap < tile")
   check_positive(args, "scale", "match_scale", "batch_size", "match_band")
+  co = tuple(getattr(args, "co", None) or ())
+  creation_options(co)  # refused here, before any work
   # Every other Options field the command line has; a caller's parser may have fewer.
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
-           if f.name not in ("bands", "lonlat") and hasattr(args, f.name)}
-  return Options(bands=bands, lonlat=lonlat, **given)
+           if f.name not in ("bands", "lonlat", "creation_options") and hasattr(args, f.name)}
+  return Options(bands=bands, lonlat=lonlat, creation_options=co, **given)
+
+
+def creation_options(pairs: Sequence[str]) -> dict[str, str]:
+  """``KEY=VALUE`` strings as GDAL creation options (keys lower-cased, as rasterio's)."""
+  options = {}
+  for pair in pairs:
+    key, equals, value = pair.partition("=")
+    if not equals or not key.strip():
+      raise errors.UsageError(f"--co {pair!r}: expected KEY=VALUE (a GDAL creation option)")
+    options[key.strip().lower()] = value
+  return options
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:
@@ -245,10 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   for path in out_paths:
     outputs.check_writable(path)
   model = load_model(args.model, inject_style=args.inject_style)
-  for path in inputs:
-    check_input(path, options, model.uses_location)
+  with rasterio.Env(**geotiff.READ_OPTIONS):
+    for path in inputs:
+      check_input(path, options, model.uses_location)
   if options.match_histogram:
-    with geotiff.open_raster(paths.local_path(options.match_histogram, LOCAL_INPUT)):
+    with geotiff.open_raster(paths.local_path(options.match_histogram, LOCAL_REFERENCE)):
       pass
   for in_path, out_path in zip(inputs, out_paths, strict=True):
     predict_file(model, in_path, out_path, options, progress=not args.quiet)

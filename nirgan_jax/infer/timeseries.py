@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   for path in (out, csv_path):
     outputs.check_new(path, args.overwrite)
     outputs.check_writable(path)
-  folder = paths.local_path(args.folder, predict.LOCAL_INPUT)
+  folder = paths.local_path(args.folder, "the time series is read from a local folder")
   if not folder.is_dir():
     raise predict.PredictError(f"{folder}: not a folder")
   rasters = predict.expand_inputs([str(folder)])
