@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasterio.transform import from_origin
 
 from nirgan_jax import models
@@ -459,6 +460,26 @@ def test_creation_options_reach_the_output(tmp_path, satclip_model, capsys):
                        "--model", str(satclip_model), "--co", "COMPRESS"]) == 2
   assert "--co 'COMPRESS': expected KEY=VALUE" in capsys.readouterr().err
   assert not (tmp_path / "bad.tif").exists()
+
+
+def test_preview_shows_rgb_predicted_nir_and_ndvi(tmp_path, satclip_model, capsys):
+  write_geotiff(tmp_path / "a.tif", landscape(96, 160, seed=7), CRS, TRANSFORM)
+  write_geotiff(tmp_path / "b.tif", landscape(64, 64, seed=8), CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "a.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "a_nir.tif"), "--preview", str(tmp_path / "a.png"),
+                       "--quiet"]) == 0
+  with Image.open(tmp_path / "a.png") as png:
+    assert png.format == "PNG" and png.width > 2 * png.height  # three panels side by side
+  assert predict.main([str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--model",
+                       str(satclip_model), "--out", str(tmp_path / "out"), "--preview",
+                       str(tmp_path / "looks"), "--quiet"]) == 0
+  assert sorted(p.name for p in (tmp_path / "looks").iterdir()) == ["a_preview.png",
+                                                                    "b_preview.png"]
+  capsys.readouterr()
+  assert predict.main([str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--model",
+                       str(satclip_model), "--out", str(tmp_path / "out2"), "--preview",
+                       str(tmp_path / "one.png"), "--quiet"]) == 2
+  assert "--preview" in capsys.readouterr().err and not (tmp_path / "out2").exists()
 
 
 def test_sigterm_leaves_no_partial_output(tmp_path, satclip_model):

@@ -4,7 +4,7 @@
         [--bands 1,2,3] [--scale 10000] [--offset 1000] [--tile 256] [--overlap 32]
         [--batch_size 4]
         [--output nir|rgbn|ndvi] [--dtype float32|uint16] [--cog] [--co KEY=VALUE ...]
-        [--lonlat LON,LAT]
+        [--preview LOOK.png] [--lonlat LON,LAT]
         [--match_histogram REF.tif [--match_band 1] [--match_scale 10000]] [--overwrite]
 
 MODEL is a model directory (``nirgan_jax.export`` or ``nirgan_jax.import_torch``) or an
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import math
 import tempfile
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from nirgan_jax.infer import geotiff, outputs, products, tiled, tiling
 from nirgan_jax.infer.model import Model, load_model
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+PREVIEW_PX = 1024  # the longest side of a preview's panels, at most
 # GDAL reads and writes through local files here (and the output's atomic rename needs them).
 LOCAL_INPUT = ("GeoTIFF inputs are local files, or remote as gs://, s3://, http(s):// or /vsi... "
                "paths")
@@ -70,22 +72,24 @@ class Options:
   overwrite: bool = False
   # GDAL creation options of the written file (the COG driver's with --cog), KEY=VALUE
   creation_options: tuple[str, ...] = ()
+  preview: str | None = None  # a PNG of RGB, predicted NIR and NDVI (a folder: one per input)
 
 
 # --------------------------------------------------------------------------- prediction
 
 
 def predict_file(model: Model, in_path: Path | str, out_path: Path, options: Options,
-                 progress: bool = True) -> Path:
-  """Predicts ``in_path`` into ``out_path`` atomically; returns ``out_path``."""
+                 progress: bool = True, preview_path: Path | None = None) -> Path:
+  """Predicts ``in_path`` into ``out_path`` atomically (and its preview into
+  ``preview_path``); returns ``out_path``."""
   # Every raster is read and written strip by strip once: GDAL's block cache (by default 5 %
   # of the machine's memory) would only hold blocks that are never read again.
   with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, **geotiff.READ_OPTIONS):
-    return _predict_file(model, in_path, out_path, options, progress)
+    return _predict_file(model, in_path, out_path, options, progress, preview_path)
 
 
 def _predict_file(model: Model, in_path: Path | str, out_path: Path, options: Options,
-                  progress: bool) -> Path:
+                  progress: bool, preview_path: Path | None) -> Path:
   with (geotiff.open_raster(in_path) as src, outputs.replacing(out_path) as final,
         tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as scratch):
     source = geotiff.GeoTiffSource(src, options.bands, options.scale, lonlat=options.lonlat,
@@ -115,7 +119,31 @@ def _predict_file(model: Model, in_path: Path | str, out_path: Path, options: Op
     if options.cog:
       rasterio.shutil.copy(product, final, driver="COG",
                            **{"compress": "deflate", "bigtiff": "IF_SAFER", **creation})
+    if preview_path is not None:
+      write_preview(source, nir_path, preview_path)
   return out_path
+
+
+def write_preview(source: geotiff.GeoTiffSource, nir_path: Path, path: Path,
+                  max_side: int = PREVIEW_PX) -> None:
+  """A quick look at ``path`` (PNG): RGB, predicted NIR and NDVI side by side, with the fixed
+  colour scales of ``infer.figures``, decimated to at most ``max_side`` px a side."""
+  factor = max(1, math.ceil(max(source.height, source.width) / max_side))
+  shape = (max(1, source.height // factor), max(1, source.width // factor))
+  from nirgan_jax.infer import figures  # matplotlib: only for previews
+
+  with rasterio.open(nir_path) as nir_src:
+    nir = np.clip(nir_src.read(1, out_shape=shape), 0, 1)  # NaN (nodata) stays blank
+  stored = source.dataset.read(source.bands, window=source.window, out_shape=(3, *shape))
+  rgb = np.clip(np.nan_to_num(np.moveaxis(source.radiometry.reflectance(stored), 0, -1)), 0, 1)
+  rgb[np.isnan(nir)] = 0.0
+  figure = figures.comparison_figure(rgb[None], None, nir[None, ..., None],
+                                     index_names=("ndvi",),
+                                     titles=[geotiff.raster_name(source.dataset.name)])
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=120)
+  figures.plt.close(figure)
+  outputs.write_bytes_atomic(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- CLI
@@ -158,6 +186,26 @@ def output_paths(inputs: list[Path | str], out: Path, options: Options) -> list[
   for path in paths:
     outputs.check_new(path, options.overwrite)
   return paths
+
+
+def preview_paths(inputs: list[Path | str], options: Options) -> list[Path | None]:
+  """Where each input's preview goes: ``--preview`` itself for one input and a .png name,
+  else ``<input stem>_preview.png`` in the ``--preview`` folder; None without ``--preview``."""
+  if options.preview is None:
+    return [None] * len(inputs)
+  target = paths.local_path(options.preview, "previews are written on the local filesystem")
+  if target.suffix.lower() == ".png":
+    if len(inputs) > 1:
+      raise errors.UsageError(f"--preview {target}: {len(inputs)} inputs need a folder")
+    found = [target]
+  else:
+    if target.exists() and not target.is_dir():
+      raise PredictError(f"--preview {target}: must be a folder for several inputs")
+    found = [target / f"{Path(geotiff.raster_name(p)).stem}_preview.png" for p in inputs]
+  for path in found:
+    outputs.check_new(path, options.overwrite)
+    outputs.check_writable(path)
+  return found
 
 
 def check_input(path: Path | str, options: Options, needs_location: bool) -> None:
@@ -206,6 +254,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--dtype", choices=products.DTYPES, default="float32",
                       help="float32 reflectance or uint16 reflectance x 10000 (nir, rgbn)")
   parser.add_argument("--cog", action="store_true", help="write a cloud-optimized GeoTIFF")
+  parser.add_argument("--preview", default=None, metavar="PNG",
+                      help="also write a quick look: RGB, predicted NIR and NDVI side by side "
+                           "with fixed colour scales (a folder for several inputs)")
   parser.add_argument("--co", action="append", default=[], metavar="KEY=VALUE",
                       help="GDAL creation option of the output (the COG driver's with --cog), "
                            "e.g. COMPRESS=LZW; repeatable")
@@ -281,9 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if options.match_histogram:
     with geotiff.open_raster(paths.local_path(options.match_histogram, LOCAL_REFERENCE)):
       pass
-  for in_path, out_path in zip(inputs, out_paths, strict=True):
-    predict_file(model, in_path, out_path, options, progress=not args.quiet)
-    print(f"wrote {out_path}")
+  previews = preview_paths(inputs, options)
+  for in_path, out_path, preview in zip(inputs, out_paths, previews, strict=True):
+    predict_file(model, in_path, out_path, options, progress=not args.quiet,
+                 preview_path=preview)
+    print(f"wrote {out_path}" + (f" and {preview}" if preview else ""))
   return 0
 
 
