@@ -8,7 +8,9 @@
 #
 # 1. creates the TPU VM unless one of that name exists in the zone;
 # 2. copies this checkout (git archive of HEAD: commit your changes first; or the working
-#    tree if it is not a git checkout) to every worker and installs it with jax[tpu] into ~/nirgan-venv;
+#    tree if it is not a git checkout) to every worker, where tpu_worker_setup.sh installs it
+#    with jax[tpu] and the gcs extra (torch too if an argument names a .ckpt) into
+#    ~/nirgan-venv, on a Python >= 3.11 (uv installs one where the runtime's is older);
 # 3. runs `python -m nirgan_jax.train` on all workers at once with NIRGAN_DISTRIBUTED=1, so that
 #    jax.distributed.initialize() connects them; checkpoints and TensorBoard logs go to the
 #    gs:// workdir. Rerunning the same command resumes from the latest checkpoint there.
@@ -18,7 +20,7 @@ set -euo pipefail
 name="" zone="" accelerator="" runtime="" project="" workdir=""
 config="configs/multiscale.py" spot=0 detach=0 dry_run=0 train_args=()
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while (($#)); do
   case "$1" in
@@ -87,9 +89,15 @@ else
 fi
 run gcloud compute tpus tpu-vm scp "$archive" "$name:~/nirgan-jax.tar.gz" --worker=all \
   "${gcloud_args[@]}"
-install='set -e; rm -rf ~/nirgan-jax && mkdir ~/nirgan-jax && tar -xzf ~/nirgan-jax.tar.gz -C ~/nirgan-jax
-python3 -m venv ~/nirgan-venv && ~/nirgan-venv/bin/pip install -q -U pip
-~/nirgan-venv/bin/pip install -q -e ~/nirgan-jax"[gcs]" "jax[tpu]"'
+extras=gcs  # the workdir is on Cloud Storage
+for arg in "${train_args[@]}"; do
+  if [[ "$arg" == *.ckpt ]]; then  # an original PyTorch checkpoint: torch reads it
+    extras+=,torch
+    break
+  fi
+done
+install="set -e; rm -rf ~/nirgan-jax && mkdir ~/nirgan-jax && tar -xzf ~/nirgan-jax.tar.gz -C ~/nirgan-jax
+bash ~/nirgan-jax/tpu_worker_setup.sh ~/nirgan-jax $extras"
 run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${gcloud_args[@]}" --command "$install"
 
 # 3. Training on all workers at once.

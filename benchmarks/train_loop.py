@@ -23,13 +23,12 @@ import jax
 import ml_collections
 import numpy as np
 from absl import flags
-from clu import metric_writers
 
 from benchmarks import common, train_step
 from configs import demo
 from nirgan_jax import models
 from nirgan_jax.data import pipeline
-from nirgan_jax.train import checkpointing, loop
+from nirgan_jax.train import checkpointing, loop, summaries
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import state as train_state
 from nirgan_jax.train import step as gan_step
@@ -37,8 +36,8 @@ from nirgan_jax.train import step as gan_step
 PATCH_MARGIN = 32  # stored patches are this much larger than the crops: random crops vary
 
 
-class RecordingWriter(metric_writers.MetricWriter):
-  """Keeps the scalars the loop writes; drops images and hyper-parameters."""
+class RecordingWriter(summaries.MetricWriter):
+  """Keeps the scalars the loop writes; drops images, texts and hyper-parameters."""
 
   def __init__(self):
     self.scalars: dict[str, dict[int, float]] = {}
@@ -47,31 +46,16 @@ class RecordingWriter(metric_writers.MetricWriter):
     for key, value in scalars.items():
       self.scalars.setdefault(key, {})[int(step)] = float(value)
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
   def write_images(self, step, images):
     pass
 
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
   def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
     pass
 
   def write_hparams(self, hparams):
     pass
 
   def flush(self):
-    pass
-
-  def close(self):
     pass
 
 

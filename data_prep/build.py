@@ -36,17 +36,6 @@ BUILDERS = {cls.name: cls for cls in (Demo, Landsat8, RgbnGeotiff, S2100k, Sen2N
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
 
 
-def build_generated(dataset: str, data_dir: str | os.PathLike, config: str | None = None
-                    ) -> bool:
-  """Builds a generated source (one that needs no download) unless it is built already; True
-  if it built. The training loop reaches it through the ``nirgan_jax.generated_sources``
-  entry point when ``data.build_missing`` is on."""
-  if BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS:
-    raise errors.UsageError(f"{dataset} is not generated: it needs --manual_dir")
-  _, report = build(dataset, data_dir, config=config)
-  return report is not None
-
-
 def make_config(builder_cls, name: str | None, patch_size: int | None, stride: int | None,
                 max_invalid_share: float | None, extra: dict | None = None):
   """A named config of ``builder_cls`` with overrides; overrides get their own config name

@@ -127,6 +127,18 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._pool = None
 
   @classmethod
+  def build_generated(cls, data_dir: str, config: str | None = None) -> bool:
+    """Builds this generated source (one that needs no download) unless it is built already;
+    True if it built. The training program calls it, through the ``nirgan_jax.sources`` entry
+    point, when ``data.build_missing`` is on."""
+    from data_prep import build  # build imports every builder module
+
+    if cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      raise errors.UsageError(f"{cls.name} is not generated: it needs --manual_dir")
+    _, report = build.build(cls.name, data_dir, config=config)
+    return report is not None
+
+  @classmethod
   def download_instructions(cls) -> str:
     """``MANUAL_DOWNLOAD_INSTRUCTIONS`` as one line, for error messages."""
     return " ".join((cls.MANUAL_DOWNLOAD_INSTRUCTIONS or "").split())

@@ -28,11 +28,9 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow_datasets as tfds
 from rasterio import CRS, Affine
 from rasterio.io import MemoryFile
@@ -41,6 +39,10 @@ from data_prep import splits
 from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
 from nirgan_jax import contract
+from nirgan_jax.errors import import_extra
+
+if TYPE_CHECKING:
+  import pyarrow as pa
 
 RGBN = BandLayout(red=1, green=2, blue=3, nir=4, count=4)
 ITEM_INDEX = {"lr": 0, "hr": 1}
@@ -55,6 +57,11 @@ _TACO_MAGICS = (b"WX", b"#y")
 @dataclasses.dataclass(kw_only=True)
 class Sen2NaipConfig(PatchBuilderConfig):
   resolution: str = "hr"  # hr | lr
+
+
+def _prep_module(name: str):
+  """pyarrow or h5py: only SEN2NAIP's containers need them (the ``prep`` extra)."""
+  return import_extra(name, "reading SEN2NAIP", "prep")
 
 
 def read_span(f, offset: int, length: int, what: str) -> bytes:
@@ -88,6 +95,7 @@ def read_tortilla_footer(path: Path, base: int = 0) -> pa.Table:
     if magic not in _TACO_MAGICS:
       raise SkipItem(f"not a TACO/tortilla container (magic {magic!r} at byte {base})")
     footer = read_span(f, base + offset, length, "the tortilla footer")
+  pa, pq = _prep_module("pyarrow"), _prep_module("pyarrow.parquet")
   try:
     return pq.read_table(io.BytesIO(footer))
   except (pa.ArrowException, OSError) as e:
@@ -205,6 +213,7 @@ class Sen2Naip(PatchBuilder):
   def _discover_mlstac(self, metadata: Path) -> list[SourceItem]:
     split_dir = metadata.parent
     split = SPLIT_NAMES.get(split_dir.parent.name.lower(), "train")
+    pa, pq = _prep_module("pyarrow"), _prep_module("pyarrow.parquet")
     try:
       rows = pq.read_table(metadata).to_pylist()
     except (pa.ArrowException, OSError) as e:
@@ -249,6 +258,7 @@ class Sen2Naip(PatchBuilder):
     with data_file.open("rb") as f:
       blob = read_span(f, start + int(begin), int(length), f"blob in {data_file.name}")
     resolution = self.builder_config.resolution
+    h5py = _prep_module("h5py")
     try:
       with h5py.File(io.BytesIO(blob), "r") as h5:
         image = np.asarray(h5["target" if resolution == "hr" else "input"])

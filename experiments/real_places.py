@@ -52,7 +52,6 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags, logging
-from clu import metric_writers
 
 from configs import s2_real
 from data_prep import build, builder, raster, rgbn_geotiff
@@ -62,7 +61,7 @@ from nirgan_jax.data import pipeline
 from nirgan_jax.infer import tiled
 from nirgan_jax.infer.model import Model
 from nirgan_jax.models import config as model_config
-from nirgan_jax.train import checkpointing, loop
+from nirgan_jax.train import checkpointing, loop, summaries
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
@@ -344,7 +343,7 @@ def train_and_score(run: Run, out: Path, steps_scale: float) -> list[dict]:
     if leaf not in section:
       raise errors.NirganError(f"--gan_override {key}: no such config field")
     section[leaf] = value
-  loop.train_and_evaluate(config, str(workdir), writer=metric_writers.LoggingWriter())
+  loop.train_and_evaluate(config, str(workdir), writer=summaries.LoggingWriter())
   images = [im for im in read_images() if im.place in FOLDS[run.fold]]
   records = []
   variants = [(run.label, True)]

@@ -37,6 +37,25 @@ class ConfigError(NirganError, ValueError):
   """A config value the run cannot use, named by its key."""
 
 
+class MissingExtraError(NirganError):
+  """A feature whose library only an optional extra of the package installs."""
+
+  def __init__(self, feature: str, extra: str, error: ImportError):
+    super().__init__(f"{feature} needs {error.name or 'a module it could not import'}: "
+                     f"pip install 'nirgan-jax[{extra}]'")
+
+
+def import_extra(module: str, feature: str, extra: str):
+  """``importlib.import_module(module)``, or a ``MissingExtraError`` naming the extra that
+  installs it."""
+  import importlib
+
+  try:
+    return importlib.import_module(module)
+  except ImportError as e:
+    raise MissingExtraError(feature, extra, e) from e
+
+
 class Terminated(BaseException):
   """SIGTERM arrived. Raised in the main thread so that it unwinds like Ctrl-C: every
   temporary output is removed on the way out."""

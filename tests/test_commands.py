@@ -2,6 +2,7 @@
 ``python -m``: the installed entry points and the thin ``nirgan_jax.<tool>`` modules reach
 their real homes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,40 @@ def test_help(help_outputs, script, kind):
   assert "Traceback" not in output
   # argparse exits 0 after --help; absl (the training program) exits 1.
   assert status == (1 if script == "nirgan-train" else 0), output[-2000:]
+
+
+def _train_elsewhere(tmp_path, config, *flags):
+  """``python -m nirgan_jax.train`` started in an empty folder outside the repository."""
+  cwd = tmp_path / "elsewhere"
+  cwd.mkdir()
+  env = dict(os.environ,
+             PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+  return subprocess.run([sys.executable, "-m", "nirgan_jax.train", "--config", config,
+                         "--workdir", str(tmp_path / "run"), *flags],
+                        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_main_command_without_data_says_how_to_get_every_source(tmp_path):
+  data_dir = tmp_path / "tfds"
+  result = _train_elsewhere(tmp_path, "configs/multiscale.py",
+                            f"--config.data.data_dir={data_dir}")
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  error = result.stderr[result.stderr.index("error: "):]
+  assert error.startswith(f"error: 4 sources of the config are not built in {data_dir}: ")
+  for dataset, config, homepage in (
+      ("landsat8", "rgbn_toa", "https://www.usgs.gov/landsat-missions/landsat-8"),
+      ("s2_100k", "default", "https://github.com/microsoft/satclip"),
+      ("worldstrat", "hr", "https://worldstrat.github.io"),
+      ("sen2naip", "hr", "https://huggingface.co/datasets/tacofoundation/SEN2NAIPv2")):
+    assert (f"python -m data_prep.build {dataset} --config {config} --manual_dir RAW "
+            f"--data_dir {data_dir}") in error, dataset
+    assert homepage in error, dataset
+  assert "configs/demo.py" in error.splitlines()[-1]
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_that_imports_another_loads_from_any_folder(tmp_path):
+  result = _train_elsewhere(tmp_path, "configs/s2_small.py:mlp",
+                            f"--config.data.data_dir={tmp_path / 'tfds'}")
+  assert "ModuleNotFoundError" not in result.stderr and "Traceback" not in result.stderr
+  assert "error: 1 source of the config is not built" in result.stderr, result.stderr[-3000:]

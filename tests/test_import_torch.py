@@ -1,11 +1,15 @@
 """PyTorch checkpoint import: a reference torch model with the original key layout is
 saved as a Lightning-style .ckpt, converted, and must give the same outputs."""
 
+import re
+import sys
+
 import jax
 import numpy as np
 import pytest
 
 from nirgan_jax import models
+from nirgan_jax.errors import NirganError
 from nirgan_jax.infer import import_torch, model_io
 
 torch = pytest.importorskip("torch")
@@ -187,3 +191,11 @@ def test_existing_output_needs_overwrite(nirgan_ckpt, tmp_path, capsys):
   out_dir.mkdir()
   assert import_torch.main(["nirgan", str(path), "--out", str(out_dir)]) == 2
   assert "--overwrite" in capsys.readouterr().err
+
+
+def test_without_torch_the_error_names_the_extra(nirgan_ckpt, monkeypatch):
+  path, _ = nirgan_ckpt
+  monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+  expected = f"{path}: reading a PyTorch checkpoint needs torch: pip install 'nirgan-jax[torch]'"
+  with pytest.raises(NirganError, match=f"^{re.escape(expected)}$"):
+    import_torch.import_nirgan(path)

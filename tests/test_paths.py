@@ -207,5 +207,7 @@ def test_predict_refuses_cloud_geotiffs_by_name(capsys):
   assert capsys.readouterr().err.strip() == (
       f"error: {BUCKET}/out.tif: {predict.LOCAL_OUTPUT}, so it must be a local path (copy it "
       "to or from cloud storage separately)")
-  assert predict.main([f"{BUCKET}/in.tif", "--model", "m", "--out", "out.tif"]) != 0
-  assert f"{BUCKET}/in.tif: {predict.LOCAL_INPUT}" in capsys.readouterr().err
+  # gs:// inputs are read through GDAL (tests/test_predict.py); a scheme it is not given
+  # for is refused by name.
+  assert predict.main(["memory://in.tif", "--model", "m", "--out", "out.tif"]) != 0
+  assert f"memory://in.tif: {predict.LOCAL_INPUT}" in capsys.readouterr().err

@@ -1,14 +1,19 @@
 """predict: tiled GeoTIFF inference equals a whole-image forward, shows no seams, keeps the
 georeferencing, runs on the real S2-100K samples, and refuses bad input cleanly."""
 
+import functools
+import http.server
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasterio.transform import from_origin
 
 from nirgan_jax import models
@@ -312,6 +317,168 @@ def test_nan_pixels_of_a_float_raster_are_nodata(tmp_path, satclip_model):
   assert predict.main([str(tmp_path / "all_nan.tif"), "--model", str(satclip_model), "--out",
                        str(tmp_path / "out2.tif"), "--quiet"]) == 1
   assert not (tmp_path / "out2.tif").exists()
+
+
+def _rgbn(tmp_path, model, name, data, *flags, gdal_scale_offset=None):
+  """predict's float32 RGBN of ``data`` written as ``name``, optionally declaring GDAL's
+  per-band scale and offset."""
+  write_geotiff(tmp_path / name, data, CRS, TRANSFORM)
+  if gdal_scale_offset is not None:
+    with rasterio.open(tmp_path / name, "r+") as dst:
+      dst.scales = (gdal_scale_offset[0],) * dst.count
+      dst.offsets = (gdal_scale_offset[1],) * dst.count
+  out = tmp_path / f"{name}_rgbn.tif"
+  assert predict.main([str(tmp_path / name), "--model", str(model), "--out", str(out),
+                       "--output", "rgbn", "--quiet", *flags]) == 0
+  with rasterio.open(out) as src:
+    return src.read()
+
+
+def test_l2a_offset_from_gdal_metadata_or_offset_flag(tmp_path):
+  """Sentinel-2 L2A of processing baseline 04.00 and later: DN = 10000 reflectance + 1000,
+  which GDAL declares as band scale 1e-4 and offset -0.1. The model keeps absolute brightness
+  (its radiometry path), so an ignored offset shows in the NIR as well as in the RGB."""
+  model = save_tiny_model(tmp_path / "model", radiometry_depth=2)
+  reflectance_dn = landscape(64, 64, seed=5)
+  expected = _rgbn(tmp_path, model, "plain.tif", reflectance_dn)
+  l2a = reflectance_dn + np.uint16(1000)
+  from_metadata = _rgbn(tmp_path, model, "l2a_meta.tif", l2a, gdal_scale_offset=(1e-4, -0.1))
+  from_flag = _rgbn(tmp_path, model, "l2a.tif", l2a, "--offset", "1000")
+  np.testing.assert_allclose(from_metadata, expected, atol=1e-6)
+  np.testing.assert_allclose(from_flag, expected, atol=1e-6)
+  # A given --scale or --offset overrides the metadata: here scale 10000 and offset 0, which
+  # reads every pixel 0.1 too bright.
+  ignored = _rgbn(tmp_path, model, "l2a_meta.tif", l2a, "--scale", "10000", "--overwrite",
+                  gdal_scale_offset=(1e-4, -0.1))
+  np.testing.assert_allclose(ignored[:3] - expected[:3], 0.1, atol=1e-6)
+  assert np.abs(ignored[3] - expected[3]).max() > 1e-3
+
+
+def test_a_gdal_scale_of_zero_is_refused(tmp_path, satclip_model, capsys):
+  write_geotiff(tmp_path / "in.tif", landscape(32, 32), CRS, TRANSFORM)
+  with rasterio.open(tmp_path / "in.tif", "r+") as dst:
+    dst.scales = (0.0, 1.0, 1.0)
+  assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "out.tif"), "--quiet"]) == 1
+  assert "declare GDAL scales [0.0, 1.0, 1.0]" in capsys.readouterr().err
+  assert not (tmp_path / "out.tif").exists()
+
+
+class RangeRequests(http.server.SimpleHTTPRequestHandler):
+  """Serves files from ``directory`` and answers single byte ranges (206), as an object store
+  does; records every request's path, Range header and bytes sent."""
+
+  log: list  # set per server
+
+  def do_GET(self):  # noqa: N802 (http.server's naming)
+    path = Path(self.translate_path(self.path))
+    if not path.is_file():
+      self.send_error(404)
+      return
+    data, size = path.read_bytes(), path.stat().st_size
+    header = self.headers.get("Range")
+    if header is None:
+      start, end, status = 0, size - 1, 200
+    else:
+      first, _, last = header.removeprefix("bytes=").split(",")[0].partition("-")
+      start, end, status = int(first), min(int(last or size - 1), size - 1), 206
+    body = data[start:end + 1]
+    self.log.append((self.path, header, len(body)))
+    self.send_response(status)
+    self.send_header("Content-Length", str(len(body)))
+    self.send_header("Accept-Ranges", "bytes")
+    if status == 206:
+      self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+    self.end_headers()
+    self.wfile.write(body)
+
+  def log_message(self, *args):
+    pass
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+  """A loopback HTTP server of ``tmp_path / "served"`` that answers byte ranges."""
+  for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+    monkeypatch.delenv(proxy, raising=False)
+  served = tmp_path / "served"
+  served.mkdir()
+  handler = type("Handler", (RangeRequests,), {"log": []})
+  server = http.server.ThreadingHTTPServer(
+      ("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{server.server_address[1]}", served, handler.log
+  server.shutdown()
+  thread.join()
+
+
+def test_a_cog_over_http_is_read_in_byte_ranges(tmp_path, satclip_model, http_server):
+  url, served, requests = http_server
+  local = tmp_path / "scene.tif"
+  write_geotiff(local, landscape(512, 512, seed=6), CRS, TRANSFORM)
+  rasterio.shutil.copy(local, served / "scene.tif", driver="COG", blocksize=128,
+                       compress="deflate")
+  size = (served / "scene.tif").stat().st_size
+  flags = ["--model", str(satclip_model), "--output", "rgbn", "--quiet"]
+  assert predict.main([str(served / "scene.tif"), "--out", str(tmp_path / "local.tif"),
+                       *flags]) == 0
+  assert predict.main([f"{url}/scene.tif", "--out", str(tmp_path / "remote.tif"), *flags]) == 0
+  with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "remote.tif") as b:
+    np.testing.assert_array_equal(a.read(), b.read())
+    assert b.crs == a.crs and b.transform == a.transform
+  scene = [(header, sent) for path, header, sent in requests if path == "/scene.tif"]
+  # Opened from its header's bytes, then read in ranges (GDAL merges neighbouring tiles):
+  # never the whole file in one answer, and no more than two passes over it (check + predict).
+  assert len(scene) > 2 and all(header is not None for header, _ in scene)
+  assert scene[0][1] < size / 4 and max(sent for _, sent in scene) < size
+  assert sum(sent for _, sent in scene) < 2.5 * size
+
+
+def test_remote_urls_map_to_gdal_virtual_file_systems():
+  assert geotiff.remote_path("gs://b/k/x.tif") == "/vsigs/b/k/x.tif"
+  assert geotiff.remote_path("s3://b/x.tif") == "/vsis3/b/x.tif"
+  assert geotiff.remote_path("https://h/x.tif") == "/vsicurl/https://h/x.tif"
+  assert geotiff.remote_path("/vsiaz/c/x.tif") == "/vsiaz/c/x.tif"
+  assert geotiff.remote_path("scenes/x.tif") is None
+
+
+def test_creation_options_reach_the_output(tmp_path, satclip_model, capsys):
+  write_geotiff(tmp_path / "in.tif", landscape(64, 64), CRS, TRANSFORM)
+  flags = ["--model", str(satclip_model), "--quiet", "--co", "COMPRESS=LZW"]
+  assert predict.main([str(tmp_path / "in.tif"), "--out", str(tmp_path / "out.tif"),
+                       *flags, "--co", "blockxsize=32", "--co", "BLOCKYSIZE=32"]) == 0
+  assert predict.main([str(tmp_path / "in.tif"), "--out", str(tmp_path / "cog.tif"), *flags,
+                       "--cog"]) == 0
+  with rasterio.open(tmp_path / "out.tif") as out, rasterio.open(tmp_path / "cog.tif") as cog:
+    assert out.compression.name == "lzw" and out.block_shapes[0] == (32, 32)
+    assert cog.compression.name == "lzw"
+    assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+  assert predict.main([str(tmp_path / "in.tif"), "--out", str(tmp_path / "bad.tif"),
+                       "--model", str(satclip_model), "--co", "COMPRESS"]) == 2
+  assert "--co 'COMPRESS': expected KEY=VALUE" in capsys.readouterr().err
+  assert not (tmp_path / "bad.tif").exists()
+
+
+def test_preview_shows_rgb_predicted_nir_and_ndvi(tmp_path, satclip_model, capsys):
+  write_geotiff(tmp_path / "a.tif", landscape(96, 160, seed=7), CRS, TRANSFORM)
+  write_geotiff(tmp_path / "b.tif", landscape(64, 64, seed=8), CRS, TRANSFORM)
+  assert predict.main([str(tmp_path / "a.tif"), "--model", str(satclip_model), "--out",
+                       str(tmp_path / "a_nir.tif"), "--preview", str(tmp_path / "a.png"),
+                       "--quiet"]) == 0
+  with Image.open(tmp_path / "a.png") as png:
+    assert png.format == "PNG" and png.width > 2 * png.height  # three panels side by side
+  assert predict.main([str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--model",
+                       str(satclip_model), "--out", str(tmp_path / "out"), "--preview",
+                       str(tmp_path / "looks"), "--quiet"]) == 0
+  assert sorted(p.name for p in (tmp_path / "looks").iterdir()) == ["a_preview.png",
+                                                                    "b_preview.png"]
+  capsys.readouterr()
+  assert predict.main([str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--model",
+                       str(satclip_model), "--out", str(tmp_path / "out2"), "--preview",
+                       str(tmp_path / "one.png"), "--quiet"]) == 2
+  assert "--preview" in capsys.readouterr().err and not (tmp_path / "out2").exists()
 
 
 def test_sigterm_leaves_no_partial_output(tmp_path, satclip_model):

@@ -82,9 +82,16 @@ class SourceSpec:
 
 
 IN_MEMORY_PREFIX = "memory:"
-# Entry-point group of the sources a run may build itself (generated, nothing to download):
-# ``build(dataset, data_dir, config_name) -> bool``, True if it built (``build_missing``).
-GENERATED_SOURCES = "nirgan_jax.generated_sources"
+# Entry-point group naming the builder class of each source (``data_prep`` registers them), so
+# that this package can describe and build sources without importing ``data_prep``.
+SOURCES_ENTRY_POINTS = "nirgan_jax.sources"
+
+
+def source_builders() -> dict[str, type]:
+  """Dataset name -> its builder class (``download_instructions()``, ``HOMEPAGE``,
+  ``LICENSE``, ``MANUAL_DOWNLOAD_INSTRUCTIONS``, ``build_generated``)."""
+  return {ep.name: ep.load()
+          for ep in importlib.metadata.entry_points(group=SOURCES_ENTRY_POINTS)}
 _in_memory_sources: dict[str, InMemorySource] = {}
 
 
@@ -155,10 +162,51 @@ def open_source(spec: SourceSpec):
   return source
 
 
-def build_command(spec: SourceSpec) -> str:
+def build_command(spec: SourceSpec, manual_dir: bool = True) -> str:
+  """The command that builds ``spec``'s dataset; ``manual_dir``: from a raw archive (RAW)."""
   dataset, _, config = spec.name.partition("/")
   return (f"python -m data_prep.build {dataset} {'--config ' + config + ' ' if config else ''}"
-          f"--manual_dir RAW --data_dir {spec.data_dir}")
+          f"{'--manual_dir RAW ' if manual_dir else ''}--data_dir {spec.data_dir}")
+
+
+def check_built(specs: Sequence[SourceSpec]) -> None:
+  """Refuses, in one error, every source of ``specs`` without a build in its data_dir: for
+  each, where its raw data come from (page, licence, what to download) and the command that
+  builds it; then how to run with no download at all. Looks for the builds' files only, so a
+  missing source costs no TFDS lookup (``open_source`` judges the builds that are there)."""
+  missing: dict[tuple[str, str], SourceSpec] = {}
+  for spec in specs:
+    folder = paths.as_path(spec.data_dir).joinpath(*spec.name.split("/"))
+    if not spec.name.startswith(IN_MEMORY_PREFIX) and not any(
+        folder.glob("*/dataset_info.json")):
+      missing.setdefault((spec.name, spec.data_dir), spec)
+  if missing:
+    raise MissingDataError(missing_sources_message(list(missing.values())))
+
+
+def missing_sources_message(missing: Sequence[SourceSpec]) -> str:
+  builders = source_builders()
+  names = ", ".join(spec.name for spec in missing)
+  data_dirs = ", ".join(sorted({spec.data_dir for spec in missing}))
+  verb = "is" if len(missing) == 1 else "are"
+  lines = [f"{len(missing)} source{'s' * (len(missing) > 1)} of the config {verb} not built in "
+           f"{data_dirs}: {names}. Build each once (RAW: the folder holding its download):"]
+  for spec in missing:
+    builder = builders.get(spec.name.split("/")[0])
+    if builder is None:
+      lines.append(f"  {spec.name}: no data_prep builder of that name "
+                   f"(known: {', '.join(sorted(builders))})")
+      continue
+    raw = builder.download_instructions()
+    origin = (f"Raw data: {raw} Page: {builder.HOMEPAGE or 'none'}; licence: "
+              f"{builder.LICENSE or 'see the page'}." if raw else "Generated, no download.")
+    lines.append(f"  {spec.name}: {origin}")
+    lines.append(f"    {build_command(spec, manual_dir=bool(raw))}")
+  lines.append("To run without downloading anything: python -m nirgan_jax.train --config "
+               "configs/demo.py --workdir runs/demo (generates its data); a recipe on real "
+               "imagery that ships with the repository: configs/s2_real.py (README, "
+               "\"Real imagery\").")
+  return "\n".join(lines)
 
 
 def _older_builds(spec: SourceSpec) -> list[str]:
@@ -459,15 +507,16 @@ def json_round_trip(value: Any) -> Any:
 def build_missing(specs: list[SourceSpec]) -> None:
   """Builds the generated sources (the demo) among ``specs`` that are not built yet; others
   must be built by the user from their raw archives. The builders are found through the
-  ``GENERATED_SOURCES`` entry points (``data_prep`` registers its demo), so this package never
-  imports ``data_prep``. Process 0 builds while the others wait."""
+  ``SOURCES_ENTRY_POINTS``, so this package never imports ``data_prep``. Process 0 builds
+  while the others wait."""
   if jax.process_index() == 0:
-    builders = {ep.name: ep for ep in importlib.metadata.entry_points(group=GENERATED_SOURCES)}
+    builders = source_builders()
     for spec in sorted({dataclasses.replace(s, split="", weight=0.0) for s in specs},
                        key=lambda s: s.name):
       dataset, _, config_name = spec.name.partition("/")
-      if dataset in builders and builders[dataset].load()(dataset, spec.data_dir,
-                                                          config_name or None):
+      builder = builders.get(dataset)
+      if (builder is not None and not builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+          and builder.build_generated(spec.data_dir, config_name or None)):
         logging.info("built %s in %s", spec.name, spec.data_dir)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("nirgan_jax.data.pipeline.build_missing")

@@ -37,7 +37,7 @@ import numpy as np
 from flax import traverse_util
 
 from nirgan_jax import errors, models, paths
-from nirgan_jax.errors import NirganError
+from nirgan_jax.errors import NirganError, import_extra
 from nirgan_jax.infer import model_io
 from nirgan_jax.models import config as model_config
 from nirgan_jax.models import generator as generator_lib
@@ -58,12 +58,9 @@ class CheckpointError(NirganError):
 
 def load_torch_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """(state_dict as float32 numpy, hyper_parameters) of a Lightning ``.ckpt`` or a state_dict."""
-  try:
-    import torch
-  except ImportError as e:
-    raise CheckpointError("importing PyTorch checkpoints needs torch: pip install "
-                          "'nirgan-jax[test]' (or any torch)") from e
   import pickle
+
+  torch = import_extra("torch", f"{path}: reading a PyTorch checkpoint", "torch")
 
   path = paths.as_path(path)  # local or cloud: torch reads it through a file object
   if not path.is_file():

@@ -43,14 +43,14 @@ def encode(reflectance: np.ndarray, dtype: str) -> np.ndarray:
 def match_histogram(nir_path: Path, reference: Path, band: int = 1,
                     scale: float | None = None) -> None:
   """Matches the histogram of the NIR at ``nir_path`` to band ``band`` of ``reference``
-  (stored values / ``scale``, by default by dtype), in place."""
+  (as reflectance: ``scale`` if given, else its GDAL scale/offset, else by dtype), in place."""
   from skimage import exposure
 
   with geotiff.open_raster(reference) as ref:
     if band > ref.count:
       raise geotiff.RasterError(f"{reference}: has {ref.count} band(s), --match_band is {band}")
-    values = ref.read(band, masked=True).astype(np.float64)
-    values = values.compressed() / geotiff.input_scale(ref, scale)
+    values = ref.read(band, masked=True).compressed()
+    values = geotiff.radiometry(ref, [band], scale).reflectance(values[None])[0]
   values = values[np.isfinite(values)]
   if values.size == 0:
     raise geotiff.RasterError(f"{reference}: the reference band holds no valid pixel")
@@ -70,17 +70,19 @@ def ndvi_product(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
 
 
 def write_product(source: geotiff.GeoTiffSource, nir_path: Path, out_path: Path,
-                  product: str = "nir", dtype: str = "float32", strip_rows: int = 256) -> None:
+                  product: str = "nir", dtype: str = "float32", strip_rows: int = 256,
+                  creation_options: dict[str, str] | None = None) -> None:
   """Writes ``product`` of ``source`` and the NIR at ``nir_path`` (same size; NaN where the
-  input is nodata) to ``out_path``, ``strip_rows`` rows at a time. NDVI is always float32
+  input is nodata) to ``out_path``, ``strip_rows`` rows at a time, with GDAL
+  ``creation_options`` (lower-case keys) over ``geotiff_profile``'s. NDVI is always float32
   (``ndvi_product``)."""
   if product not in PRODUCTS or dtype not in DTYPES:
     raise ValueError(f"product {product!r} / dtype {dtype!r}: expected one of {PRODUCTS} / "
                      f"{DTYPES}")
   count = 4 if product == "rgbn" else 1
   dtype = "float32" if product == "ndvi" else dtype
-  with rasterio.open(nir_path) as nir_src, rasterio.open(
-      out_path, "w", **geotiff_profile(source, count, dtype)) as dst:
+  profile = {**geotiff_profile(source, count, dtype), **(creation_options or {})}
+  with rasterio.open(nir_path) as nir_src, rasterio.open(out_path, "w", **profile) as dst:
     for row in range(0, source.height, strip_rows):
       rows = slice(row, min(row + strip_rows, source.height))
       window = Window(0, row, source.width, rows.stop - row)
@@ -95,7 +97,7 @@ def write_product(source: geotiff.GeoTiffSource, nir_path: Path, out_path: Path,
         dst.write(encode(np.concatenate([rgb, nir[None]]), dtype), window=window)
       else:
         dst.write(ndvi_product(rgb[0], nir), 1, window=window)
-    dst.update_tags(NIRGAN_PRODUCT=product, NIRGAN_SOURCE=Path(source.dataset.name).name)
+    dst.update_tags(NIRGAN_PRODUCT=product, NIRGAN_SOURCE=geotiff.raster_name(source.dataset.name))
     if product == "rgbn":
       dst.descriptions = ("red", "green", "blue", "nir (predicted)")
     else:

@@ -1,7 +1,8 @@
 """NDVI time series of one place from dated RGB (or RGBN) GeoTIFFs, with predicted NIR.
 
     python -m nirgan_jax.timeseries FOLDER --model MODEL --out ndvi.png [--window 128]
-        [--bands 1,2,3] [--nir_band 4] [--scale 10000] [--lonlat LON,LAT] [--overwrite]
+        [--bands 1,2,3] [--nir_band 4] [--scale 10000] [--offset 0] [--lonlat LON,LAT]
+        [--overwrite]
 
 Each raster's date comes from its file name (2023-06-01, 2023_06_01 or 20230601) or, failing
 that, from its tags (TIFFTAG_DATETIME, DATE, ACQUISITION_DATE). For each date the NIR is
@@ -99,14 +100,15 @@ def observe(model: Model, path: Path, options: predict.Options, window_px: int,
     right = min(src.width, window.col_off + window.width + CONTEXT_PX)
     context = geotiff.GeoTiffSource(src, options.bands, options.scale,
                                     Window(left, top, right - left, bottom - top),
-                                    options.lonlat)
+                                    options.lonlat, options.offset)
     nir = tiled.predict_image(model, context, options.tile, options.overlap,
                               options.batch_size)
     has_nir = 0 < nir_band <= src.count
     bands = list(options.bands) + ([nir_band] if has_nir else [])
-    data = src.read(bands, window=window).astype(np.float32)
+    data = geotiff.radiometry(src, bands, options.scale, options.offset).reflectance(
+        src.read(bands, window=window))
     valid = (src.read_masks(bands, window=window).all(axis=0) > 0) & np.isfinite(data).all(0)
-  reflectance = np.clip(data / context.scale, 0, 1)
+  reflectance = np.clip(data, 0, 1)
   inner = (slice(window.row_off - top, window.row_off - top + window.height),
            slice(window.col_off - left, window.col_off - left + window.width))
   pred = np.clip(nir[inner], 0, 1)
@@ -168,7 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--nir_band", type=int, default=4,
                       help="band of the true NIR, used where a raster has it (0: never)")
   parser.add_argument("--scale", type=float, default=None,
-                      help="DN / scale = reflectance (default by dtype, as predict)")
+                      help="(DN - offset) / scale = reflectance (default as predict)")
+  parser.add_argument("--offset", type=float, default=None, help="see --scale (default 0)")
   parser.add_argument("--lonlat", default=None, help="LON,LAT for rasters without a CRS")
   parser.add_argument("--tile", type=int, default=tiled.TILE)
   parser.add_argument("--overlap", type=int, default=tiled.OVERLAP)
@@ -185,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   for path in (out, csv_path):
     outputs.check_new(path, args.overwrite)
     outputs.check_writable(path)
-  folder = paths.local_path(args.folder, predict.LOCAL_INPUT)
+  folder = paths.local_path(args.folder, "the time series is read from a local folder")
   if not folder.is_dir():
     raise predict.PredictError(f"{folder}: not a folder")
   rasters = predict.expand_inputs([str(folder)])

@@ -26,10 +26,36 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process)
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 
 
+def packaged_config(value: str) -> str:
+  """``--config``'s value, with a ``configs/<name>.py`` that is not in the working directory
+  taken from the installed recipes (a ``:variant`` kept)."""
+  path, colon, variant = value.partition(":")
+  if os.path.exists(path) or not path.startswith("configs/"):
+    return value
+  try:
+    import configs
+  except ImportError:  # not installed: the path stays as given, and its error names it
+    return value
+  packaged = os.path.join(os.path.dirname(configs.__file__), path.removeprefix("configs/"))
+  return f"{packaged}{colon}{variant}" if os.path.exists(packaged) else value
+
+
+def _with_packaged_config(argv: list[str]) -> list[str]:
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg == "--config" and i + 1 < len(out):
+      out[i + 1] = packaged_config(out[i + 1])
+    elif arg.startswith("--config="):
+      out[i] = "--config=" + packaged_config(arg.removeprefix("--config="))
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """``FLAGS(argv)``, but a bad command line (a flag value of the wrong type, an override of a
   key the config does not have, a config file that is missing or fails to load) stops the
-  program with one line and exit status 2, not absl's two lines or a traceback."""
+  program with one line and exit status 2, not absl's two lines or a traceback. A
+  ``configs/<name>.py`` missing from the working directory is the installed recipe's."""
+  argv = _with_packaged_config(argv)
   try:
     argv = FLAGS(argv)
     FLAGS.config.keys()  # a config file that failed to load raises only once used

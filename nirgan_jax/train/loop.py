@@ -2,7 +2,8 @@
 
 Data parallel over every device of every process; resumes automatically from the
 latest checkpoint in ``workdir`` (or starts from ``init.checkpoint`` weights); evaluates
-and checkpoints every ``eval_every`` steps; logs with CLU to TensorBoard and stdout;
+and checkpoints every ``eval_every`` steps; logs to TensorBoard (``summaries``, no
+TensorFlow) and stdout;
 saves and stops on SIGTERM.
 """
 
@@ -19,17 +20,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import parameter_overview
 from jax.experimental import multihost_utils
 
 from nirgan_jax import errors, evaluation, models, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.data.gsd_shares import GsdShares
-from nirgan_jax.train import checkpointing, config_checks, prefetch, warm_start
+from nirgan_jax.train import checkpointing, config_checks, prefetch, summaries, warm_start
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import step as gan_step
 from nirgan_jax.train.evaluation import MODEL_INPUTS, evaluate, prediction_panels
 from nirgan_jax.train.preemption import Preempted, StopSignal
+from nirgan_jax.train.progress import ProgressLog
 from nirgan_jax.train.schedules import Plateau
 from nirgan_jax.train.state import TrainState, create_train_states, with_learning_rate
 
@@ -74,6 +76,7 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
   eval_specs = input_pipeline.source_specs(data, data.eval_split)
   if data.get("build_missing", False):
     input_pipeline.build_missing(train_specs + eval_specs)
+  input_pipeline.check_built(train_specs + eval_specs)
   global_batch = data.batch_size_per_device * jax.device_count()
   reader = dict(read_threads=data.read_threads, prefetch_buffer=data.prefetch_buffer,
                 workers=data.workers, per_worker_buffer=data.per_worker_buffer)
@@ -169,7 +172,7 @@ def _step_rate(train_step, run: RunState, batch: dict[str, jax.Array], rng: jax.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       writer: metric_writers.MetricWriter | None = None) -> dict[str, float]:
+                       writer: summaries.MetricWriter | None = None) -> dict[str, float]:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last
   evaluation's metrics. Raises ``Preempted`` after saving if SIGTERM arrives. Metrics go to
   ``writer`` (default: TensorBoard files in ``workdir`` and the log)."""
@@ -186,8 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                        config.train.keep_best)
   run = init_or_restore(config, nirgan, mesh, manager, data, init_rng, satclip_rng)
   if writer is None:
-    writer = metric_writers.create_default_writer(str(workdir),
-                                                  just_logging=jax.process_index() > 0)
+    writer = summaries.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if run.step == 0:
     writer.write_hparams(_flat_hparams(config))
     parameter_overview.log_parameter_overview(run.g_state.params, msg="generator")
@@ -207,7 +209,7 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
   iterator, once the step is compiled ("auto" workers time it)."""
   cfg = config.train
   num_steps = cfg.num_train_steps
-  report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  report_progress = ProgressLog(num_steps)
   train_step = gan_step.make_train_step(nirgan, mesh)
   # Every pixel of the crop, SSIM where its window fits (evaluation.Protocol "whole_valid<w>").
   eval_step = gan_step.make_eval_step(nirgan, mesh, evaluation.Protocol(cfg.eval_ssim_window))

@@ -18,6 +18,9 @@ from nirgan_jax.train import checkpointing
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train.state import TrainState
 
+# SatCLIP's released location encoders (the configs' legendre_polys=10 is the "L10" family).
+SATCLIP_WEIGHTS = "https://huggingface.co/microsoft/SatCLIP-ResNet18-L10"
+
 
 def load_satclip_params(config: ml_collections.ConfigDict, nirgan: models.NIRGAN,
                         rng: jax.Array, init_params: dict[str, Any] | None = None) -> Any:
@@ -35,10 +38,13 @@ def load_satclip_params(config: ml_collections.ConfigDict, nirgan: models.NIRGAN
     return jax.tree.map(jnp.asarray, init_params["satclip"])
   if not path:
     if not config.satclip.allow_random_init:
-      raise errors.ConfigError("SatCLIP injection is on but satclip.checkpoint is empty: pass "
-                       "--config.satclip.checkpoint=SATCLIP.ckpt (or a converted model "
-                       "directory), or --config.satclip.allow_random_init=True for tests "
-                       "and demos (the location prior is then meaningless)")
+      raise errors.ConfigError(
+          "SatCLIP injection is on but satclip.checkpoint is empty: pass "
+          "--config.satclip.checkpoint=SATCLIP.ckpt (or a converted model directory), e.g. "
+          f"satclip-resnet18-l10.ckpt from {SATCLIP_WEIGHTS} (SatCLIP's released weights; "
+          ".ckpt files need pip install 'nirgan-jax[torch]'), or "
+          "--config.satclip.allow_random_init=True for tests and demos (the location prior is "
+          "then meaningless)")
     logging.warning("SatCLIP encoder randomly initialised (satclip.allow_random_init)")
     return models.init_location_encoder(nirgan, rng)
   source = paths.as_path(path)
