@@ -17,22 +17,15 @@ import jax
 
 from benchmarks import common
 from nirgan_jax import models
-from nirgan_jax.models import config as model_config
 
-SIZES = {
-    "full": dict(ngf=64, n_blocks=9, image=256, pad=10),
-    "tiny": dict(ngf=8, n_blocks=2, image=64, pad=4),
-}
+SIZES = common.SIZES
 
 
 def build(size: str, dtype: str, conv_impl: str):
-  config = model_config.get_config()
-  spec = SIZES[size]
-  config.model.generator.ngf = spec["ngf"]
-  config.model.generator.n_blocks = spec["n_blocks"]
+  config = common.recipe_config(size)
   config.model.conv_impl = conv_impl
   config.compute_dtype = dtype
-  return models.build_generator(config), spec["image"] + 2 * spec["pad"]
+  return models.build_generator(config), common.input_side(config)
 
 
 def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -> dict:
@@ -59,7 +52,7 @@ def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
   device = common.torch_device()
   memory_format = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format
   generator = torch_reference.InjectGenerator().to(device, memory_format=memory_format).eval()
-  side = SIZES["full"]["image"] + 2 * SIZES["full"]["pad"]
+  side = common.input_side(common.recipe_config("full"))
   rgb = torch.rand(batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
   embedding = torch.randn(batch, 256, device=device)
 

@@ -95,7 +95,7 @@ def main() -> None:
   args = parser.parse_args()
 
   config = train_step.make_config(args.size, args.dtype, args.conv_impl)
-  image = train_step.SIZES[args.size]["image"]
+  image = config.data.image_size
   nirgan = models.NIRGAN.from_config(config)
   mesh = mesh_lib.make_data_mesh()
   g, d = train_state.create_train_states(nirgan, jax.random.key(0, impl="rbg"), image, mesh)

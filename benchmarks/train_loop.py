@@ -77,19 +77,19 @@ def random_examples(count: int, patch: int, seed: int = 0) -> list[dict]:
 
 
 def make_config(args) -> ml_collections.ConfigDict:
-  spec = train_step.SIZES[args.size]
+  recipe = common.recipe_config(args.size)
   config = demo.get_config()
-  config.pad = spec["pad"]
+  config.pad = recipe.pad
   config.compute_dtype = args.dtype
-  config.model.generator.ngf = spec["ngf"]
-  config.model.generator.n_blocks = spec["n_blocks"]
-  config.model.discriminator.ndf = spec["ndf"]
-  config.data.image_size = spec["image"]
+  config.model.generator.update(ngf=recipe.model.generator.ngf,
+                                n_blocks=recipe.model.generator.n_blocks)
+  config.model.discriminator.ndf = recipe.model.discriminator.ndf
+  config.data.image_size = recipe.data.image_size
   config.data.batch_size_per_device = args.batch
   config.data.workers = args.workers
   if args.source == "memory":
     name = pipeline.InMemorySource(
-        random_examples(args.examples, spec["image"] + PATCH_MARGIN)).register("benchmark")
+        random_examples(args.examples, recipe.data.image_size + PATCH_MARGIN)).register("benchmark")
     config.data.sources.demo.name = name
     config.data.sources.demo.native_gsd_m = 10.0
     config.data.build_missing = False

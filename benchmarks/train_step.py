@@ -20,32 +20,19 @@ import numpy as np
 
 from benchmarks import common
 from nirgan_jax import models
-from nirgan_jax.models import config as model_config
 from nirgan_jax.models import layers
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import state as train_state
 from nirgan_jax.train import step as gan_step
 
-SIZES = {
-    "full": dict(ngf=64, n_blocks=9, ndf=64, image=256, pad=10),
-    "tiny": dict(ngf=8, n_blocks=2, ndf=8, image=64, pad=4),
-}
+SIZES = common.SIZES
 
 
 def make_config(size: str, dtype: str, conv_impl: str):
-  spec = SIZES[size]
-  config = model_config.get_config()
-  config.pad = spec["pad"]
+  """The full recipe's model, losses and optimiser (``common.recipe_config``)."""
+  config = common.recipe_config(size)
   config.compute_dtype = dtype
   config.model.conv_impl = conv_impl
-  config.model.generator.ngf = spec["ngf"]
-  config.model.generator.n_blocks = spec["n_blocks"]
-  config.model.discriminator.ndf = spec["ndf"]
-  # Loss and optimiser sections of configs/multiscale.py (the full recipe).
-  config.loss = dict(gan_mode="lsgan", lambda_gan=1.0, lambda_l1=100.0, lambda_ssim=0.0,
-                     ssim_window=11, lambda_hist=0.0, lambda_rs=0.0, rs_criterion="l1",
-                     rs_weights=dict(ndvi=0.33, ndwi=0.33, evi=0.33))
-  config.optim = dict(lr=2e-4, b1=0.5, b2=0.999)
   return config
 
 
@@ -59,7 +46,7 @@ def synthetic_batch(batch: int, image: int) -> dict[str, np.ndarray]:
 
 def bench_jax(size: str, batch: int, dtype: str, conv_impl: str, repeats: int) -> dict:
   config = make_config(size, dtype, conv_impl)
-  image = SIZES[size]["image"]
+  image = config.data.image_size
   nirgan = models.NIRGAN.from_config(config)
   mesh = mesh_lib.make_data_mesh()
   g, d = train_state.create_train_states(nirgan, jax.random.key(0, impl="rbg"), image, mesh)
@@ -92,17 +79,17 @@ def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
 
   device = common.torch_device()
   memory_format = torch.channels_last if dtype == "bfloat16" else torch.contiguous_format
-  spec = SIZES["full"]
+  recipe = common.recipe_config("full")  # the PyTorch side mirrors its loss and optimiser
   netG = torch_reference.InjectGenerator().to(device, memory_format=memory_format)
   netD = torch_reference.PatchDiscriminator().to(device, memory_format=memory_format)
   encoder = torch_reference.LocationEncoder().to(device).eval()
-  opt_g = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-  opt_d = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
-  data = {k: torch.from_numpy(v).to(device)
-          for k, v in synthetic_batch(batch, spec["image"]).items()}
+  adam = dict(lr=recipe.optim.lr, betas=(recipe.optim.b1, recipe.optim.b2))
+  opt_g = torch.optim.Adam(netG.parameters(), **adam)
+  opt_d = torch.optim.Adam(netD.parameters(), **adam)
+  pad, size = recipe.pad, recipe.data.image_size
+  data = {k: torch.from_numpy(v).to(device) for k, v in synthetic_batch(batch, size).items()}
   rgb = data["rgb"].permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
   nir = data["nir"].permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
-  pad, size = spec["pad"], spec["image"]
 
   def iteration():
     with common.torch_precision(dtype, device):
@@ -119,10 +106,11 @@ def bench_torch(batch: int, dtype: str, repeats: int) -> dict:
     loss_d.backward()
     opt_d.step()
     with common.torch_precision(dtype, device):
-      # G step (optimizer 1): a second G forward, then the adversarial + 100 L1 loss.
+      # G step (optimizer 1): a second G forward, then the adversarial + L1 loss (lsgan).
       fake = netG(padded, embedding)[:, :, pad:pad + size, pad:pad + size]
       pred_fake = netD(torch.cat([rgb, fake], 1))
-      loss_g = F.mse_loss(pred_fake, torch.ones_like(pred_fake)) + 100 * F.l1_loss(fake, nir)
+      loss_g = (recipe.loss.lambda_gan * F.mse_loss(pred_fake, torch.ones_like(pred_fake))
+                + recipe.loss.lambda_l1 * F.l1_loss(fake, nir))
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()
