@@ -15,12 +15,18 @@ import ml_collections
 from configs import multiscale
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = multiscale.get_config()
-  config.model.generator.kind = "cnn"  # linear | mlp | cnn
-  config.model.baseline.update(dict(hidden=64, depth=3))
+def as_baseline(config: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
+  """``config`` with its generator replaced by the ``kind`` regression baseline (linear | mlp |
+  cnn): no discriminator, no location prior, the L1 objective, Adam 1e-3 / 0.9. The recipes
+  that have baselines (this file, configs/s2_small.py) all make them here."""
+  config.model.generator.kind = kind
   config.model.injection.style = "none"
   config.loss.lambda_gan = 0.0  # no discriminator: L1 regression
-  config.optim.lr = 1e-3
-  config.optim.b1 = 0.9
+  config.optim.update(lr=1e-3, b1=0.9)
+  return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = as_baseline(multiscale.get_config(), "cnn")
+  config.model.baseline.update(dict(hidden=64, depth=3))
   return config

@@ -15,7 +15,7 @@ as above. ``configs/s2_real.py`` trains this recipe on all 27 vendored real plac
 
 import ml_collections
 
-from configs import multiscale
+from configs import baselines, multiscale
 
 VARIANTS = ("gan", "linear", "mlp", "cnn")
 
@@ -56,14 +56,13 @@ def get_config(variant: str = "gan") -> ml_collections.ConfigDict:
                       eval_ssim_window=7)
 
   if variant != "gan":
-    g.kind = variant
+    baselines.as_baseline(config, variant)
     # As wide as the GAN's radiometry MLP; the CNN at the default 64 costs more than the GAN.
     config.model.baseline.hidden = 32
     # Context padding as wide as the model's receptive field: the CNN's 3x3 layers see
     # ``depth`` px around each pixel, the per-pixel models none. The loss pixels get the same
     # prediction as with the GAN's 8 px, at a fraction of the cost.
     config.pad = config.model.baseline.depth if variant == "cnn" else 0
-    config.loss.lambda_gan = 0.0  # no discriminator: L1 regression, as the original's
     config.loss.lambda_ssim = 0.0
-    config.optim.update(lr=1e-3, b1=0.9, ema_decay=0.0)  # a regression has no GAN jitter
+    config.optim.ema_decay = 0.0  # a regression has no GAN jitter
   return config
