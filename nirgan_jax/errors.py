@@ -3,13 +3,18 @@
 Every problem with a user's input, output, config or environment is raised as a
 ``NirganError`` whose message names the file (or key) and the problem in one line. The
 command-line tools print it as ``error: <message>`` without a traceback and exit non-zero;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback, except a library's error that wraps a
+failed read or write (``storage_failure``: no space, no permission, a read-only filesystem, a
+vanished file), which is reported like an ``OSError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import os
+import re
 import signal
 import sys
 import threading
@@ -35,6 +40,77 @@ class UsageError(NirganError, ValueError):
 
 class ConfigError(NirganError, ValueError):
   """A config value the run cannot use, named by its key."""
+
+
+class StorageError(NirganError):
+  """A read or write that the filesystem refused, found in a library's error: names the path
+  (where the library's message does) and the operating system's reason."""
+
+  def __init__(self, path: str | None, code: int):
+    reason = os.strerror(code)
+    super().__init__(f"{path}: {reason}" if path else reason)
+    self.path = path
+    self.errno = code
+
+
+# What a filesystem answers a read or write the user must act on. The first six are the
+# environment's doing (any file would fail alike); the last two may be one file's.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
+                       errno.EROFS)
+_STORAGE_ERRNOS = (*_ENVIRONMENT_ERRNOS, errno.ENOENT, errno.EIO)
+_QUOTED_PATH = re.compile(r"""["']((?:/|[a-z][a-z0-9+.-]*://)[^"']+)["']""")
+
+
+def _causes(error: BaseException):
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def storage_failure(error: BaseException, environment_only: bool = False
+                    ) -> StorageError | None:
+  """The failed read or write behind ``error`` as a ``StorageError``, or None. TensorStore
+  (under Orbax), GDAL and TensorFlow raise their own types whose message quotes the path and
+  the system's reason (``strerror``); an ``OSError`` among the causes says it directly. With
+  ``environment_only``, only the reasons that are not one file's fault (no space, no
+  permission, a read-only filesystem) count."""
+  codes = _ENVIRONMENT_ERRNOS if environment_only else _STORAGE_ERRNOS
+  for cause in _causes(error):
+    if isinstance(cause, OSError) and cause.errno is not None:
+      if cause.errno in codes:
+        return StorageError(cause.filename, cause.errno)
+      continue
+    text = str(cause)
+    code = next((c for c in codes if os.strerror(c) in text), None)
+    if code is not None:
+      path = _QUOTED_PATH.search(text)
+      return StorageError(path.group(1) if path else None, code)
+  return None
+
+
+def _is_late_async_callback(unraisable) -> bool:
+  """TensorStore reads and writes that finish after Orbax ended the event loop that awaited
+  them (it ends it when another one failed) call back into the closed loop."""
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def quiet_late_async_callbacks() -> None:
+  """Keeps the tracebacks of ``_is_late_async_callback`` off stderr for the rest of the
+  process: they follow a failed checkpoint read or write, which is reported on its own, and
+  would bury that report. Any other unraisable exception is reported as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, "quiets_late_async_callbacks", False):
+    return
+
+  def hook(unraisable):
+    if not _is_late_async_callback(unraisable):
+      previous(unraisable)
+
+  hook.quiets_late_async_callbacks = True
+  sys.unraisablehook = hook
 
 
 class Terminated(BaseException):
@@ -73,17 +149,24 @@ def report(error: BaseException) -> int:
 
 
 def cli(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
-  """Wraps a tool's ``main(argv) -> status``: a ``NirganError`` or an ``OSError`` (a file
-  that cannot be read or written) becomes one line on stderr and a non-zero status; SIGTERM
-  and Ctrl-C stop the tool with nothing half-written (128 + the signal's number)."""
+  """Wraps a tool's ``main(argv) -> status``: a ``NirganError``, an ``OSError`` or a
+  library's error that wraps one (``storage_failure``) becomes one line on stderr and a
+  non-zero status; SIGTERM and Ctrl-C stop the tool with nothing half-written (128 + the
+  signal's number)."""
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str] | None = None) -> int:
+    quiet_late_async_callbacks()
     try:
       with sigterm_unwinds():
         return main(argv)
     except (NirganError, OSError) as e:
       return report(e)
+    except Exception as e:
+      failure = storage_failure(e)
+      if failure is None:
+        raise  # a bug: keep its traceback
+      return report(failure)
     except Terminated:
       print("error: stopped by SIGTERM; no partial output was left", file=sys.stderr)
       return EXIT_TERMINATED
