@@ -74,6 +74,7 @@ def main(argv):
 
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  errors.quiet_late_async_callbacks()
   try:
     metrics = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as e:
@@ -81,6 +82,11 @@ def main(argv):
     sys.exit(EXIT_PREEMPTED)
   except (errors.NirganError, OSError) as e:
     sys.exit(errors.report(e))
+  except Exception as e:
+    failure = errors.storage_failure(e)
+    if failure is None:
+      raise  # a bug: keep its traceback
+    sys.exit(errors.report(failure))
   logging.info("final evaluation: %s", metrics)
 
 

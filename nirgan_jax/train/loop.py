@@ -1,9 +1,9 @@
 """``train_and_evaluate``: the NIR-GAN training loop (library part of ``nirgan_jax.train``).
 
 Data parallel over every device of every process; resumes automatically from the
-latest checkpoint in ``workdir`` (or starts from ``init.checkpoint`` weights); evaluates
-and checkpoints every ``eval_every`` steps; logs with CLU to TensorBoard and stdout;
-saves and stops on SIGTERM.
+newest readable checkpoint in ``workdir`` (or starts from ``init.checkpoint`` weights);
+evaluates and checkpoints every ``eval_every`` steps; logs with CLU to TensorBoard and
+stdout; saves and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -91,11 +91,15 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
 def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
                     manager, data: Data, init_rng: jax.Array, satclip_rng: jax.Array
                     ) -> RunState:
-  """The latest checkpoint of the workdir if it has one (the data iterator is opened with the
-  checkpoint's worker count and restored), else fresh states, fine-tuned from
-  ``init.checkpoint`` if set (the data iterator is opened by ``train_loop``)."""
+  """The newest readable checkpoint of the workdir if it has one (the data iterator is opened
+  with the checkpoint's worker count and restored; newer unreadable steps are set aside),
+  else fresh states, fine-tuned from ``init.checkpoint`` if set (the data iterator is opened
+  by ``train_loop``)."""
   g_state, d_state = create_train_states(nirgan, init_rng, config.data.image_size, mesh)
   resuming = manager.latest_step() is not None
+  directory = paths.as_path(manager.directory)
+  if not resuming and checkpointing.set_aside_steps(directory):
+    raise checkpointing.NoReadableCheckpointError(directory)
   init_params = {} if resuming else warm_start.load_init_weights(config)
   satclip_params = jax.device_put(
       warm_start.load_satclip_params(config, nirgan, satclip_rng, init_params),
@@ -110,12 +114,15 @@ def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, me
                                               init_params["discriminator"], source, mesh)
     plateau = Plateau(lr=config.optim.lr, **config.optim.plateau.to_dict())
     return RunState(g_state, d_state, satclip_params, plateau)
-  step = manager.latest_step()
-  metadata = checkpointing.restore_metadata(manager, step)
-  input_pipeline.check_resumable(metadata["pipeline"], data.fingerprint)
-  data.open(_resumed_workers(config.data.workers, metadata))
-  g_state, d_state, metadata = checkpointing.restore(manager, step, g_state, d_state,
-                                                     data.train_iter)
+
+  def restore(step: int):
+    metadata = checkpointing.restore_metadata(manager, step)
+    input_pipeline.check_resumable(metadata["pipeline"], data.fingerprint)
+    data.open(_resumed_workers(config.data.workers, metadata))
+    return checkpointing.restore(manager, step, g_state, d_state, data.train_iter,
+                                 satclip_params)
+
+  step, (g_state, d_state, metadata) = checkpointing.restore_newest_readable(manager, restore)
   plateau = Plateau.from_state_dict(metadata["plateau"])  # its lr is in the opt states
   logging.info("resumed from step %d in %s", step, manager.directory)
   return RunState(g_state, d_state, satclip_params, plateau, step)
