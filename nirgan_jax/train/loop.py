@@ -3,11 +3,13 @@
 Data parallel over every device of every process; resumes automatically from the
 newest readable checkpoint in ``workdir`` (or starts from ``init.checkpoint`` weights);
 evaluates and checkpoints every ``eval_every`` steps; logs with CLU to TensorBoard and
-stdout; saves and stops on SIGTERM.
+stdout; saves and stops on SIGTERM. One run at a time trains in a workdir
+(``workdir_lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -25,7 +27,7 @@ from jax.experimental import multihost_utils
 from nirgan_jax import models, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.data.gsd_shares import GsdShares
-from nirgan_jax.train import checkpointing, config_checks, prefetch, warm_start
+from nirgan_jax.train import checkpointing, config_checks, prefetch, warm_start, workdir_lock
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import step as gan_step
 from nirgan_jax.train.evaluation import MODEL_INPUTS, evaluate, prediction_panels
@@ -185,6 +187,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = paths.as_path(workdir)  # local or gs://
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
+  with _one_run_per_workdir(workdir):
+    return _train_and_evaluate(config, data, workdir, writer)
+
+
+@contextlib.contextmanager
+def _one_run_per_workdir(workdir):
+  """Process 0 holds ``workdir`` for every process of the run (``workdir_lock``); if another
+  run holds it, every process raises ``WorkdirBusyError`` before touching anything."""
+  with contextlib.ExitStack() as stack:
+    refusal = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lock.hold(workdir))
+      except workdir_lock.WorkdirBusyError as e:
+        refusal = e
+    if jax.process_count() > 1:
+      refused = multihost_utils.broadcast_one_to_all(np.int32(refusal is not None))
+      if refused and refusal is None:
+        refusal = workdir_lock.WorkdirBusyError(
+            f"{workdir}: another run is training here (process 0 names it)")
+    if refusal is not None:
+      raise refusal
+    yield
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, data: Data, workdir,
+                        writer: metric_writers.MetricWriter | None) -> dict[str, float]:
   mesh = mesh_lib.make_data_mesh()
   nirgan = models.NIRGAN.from_config(config)
   init_rng, satclip_rng, step_rng = jax.random.split(
