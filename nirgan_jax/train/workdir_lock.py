@@ -52,6 +52,26 @@ def holder(workdir: str | os.PathLike) -> str:
   return f"host {host}, process {pid}" if pid else "a process that has not named itself yet"
 
 
+def _busy(workdir: str | os.PathLike) -> WorkdirBusyError:
+  return WorkdirBusyError(f"{workdir}: another run is training here ({holder(workdir)}); wait "
+                          "for it to finish or stop it, or give another --workdir")
+
+
+def refuse_if_held(workdir: str | os.PathLike) -> None:
+  """Raises ``WorkdirBusyError`` if a live run holds ``workdir``; creates nothing. For the
+  command line, to refuse before loading JAX; ``hold`` decides."""
+  lock_file = paths.as_path(workdir) / LOCK_FILE
+  if paths.is_cloud(workdir) or not lock_file.is_file():
+    return
+  fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise _busy(workdir) from None
+  finally:
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def hold(workdir: str | os.PathLike) -> Iterator[None]:
   """Holds ``workdir`` (an existing local folder) for the block; raises ``WorkdirBusyError``
@@ -65,9 +85,7 @@ def hold(workdir: str | os.PathLike) -> Iterator[None]:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise WorkdirBusyError(
-          f"{workdir}: another run is training here ({holder(workdir)}); wait for it to "
-          "finish or stop it, or give another --workdir") from None
+      raise _busy(workdir) from None
     _held.add(fd)
     os.ftruncate(fd, 0)
     os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
