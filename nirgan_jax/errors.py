@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import re
 import signal
@@ -97,10 +98,22 @@ def _is_late_async_callback(unraisable) -> bool:
           and str(unraisable.exc_value) == "Event loop is closed")
 
 
-def quiet_late_async_callbacks() -> None:
-  """Keeps the tracebacks of ``_is_late_async_callback`` off stderr for the rest of the
-  process: they follow a failed checkpoint read or write, which is reported on its own, and
-  would bury that report. Any other unraisable exception is reported as before."""
+class _NoOrbaxTracebacks(logging.Filter):
+  """Orbax's background threads log each failed write with its traceback before the failure
+  reaches the command, which reports it in one line: their records keep their message and
+  lose the traceback."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if f"{os.sep}orbax{os.sep}" in record.pathname:
+      record.exc_info = record.exc_text = record.stack_info = None
+    return True
+
+
+def quiet_library_failures() -> None:
+  """For the rest of the process, keeps off stderr the tracebacks that libraries print on
+  their own around a failure that the command reports in one line: late TensorStore callbacks
+  into a closed event loop (``_is_late_async_callback``) and Orbax's records of a failed
+  background write. Any other unraisable exception or record is reported as before."""
   previous = sys.unraisablehook
   if getattr(previous, "quiets_late_async_callbacks", False):
     return
@@ -111,6 +124,7 @@ def quiet_late_async_callbacks() -> None:
 
   hook.quiets_late_async_callbacks = True
   sys.unraisablehook = hook
+  logging.getLogger("absl").addFilter(_NoOrbaxTracebacks())
 
 
 class Terminated(BaseException):
@@ -156,7 +170,7 @@ def cli(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] 
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str] | None = None) -> int:
-    quiet_late_async_callbacks()
+    quiet_library_failures()
     try:
       with sigterm_unwinds():
         return main(argv)
