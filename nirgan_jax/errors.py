@@ -156,6 +156,23 @@ def one_line(error: BaseException) -> str:
   return lines[0] if lines else type(error).__name__
 
 
+# TensorStore appends its whole spec (and C++ source locations) to a message.
+_LIBRARY_DETAIL = re.compile(r" \[(tensorstore_spec|source locations)=.*$")
+_STATUS_CODE = re.compile(r"^[A-Z_]+: ")  # TensorStore's OUT_OF_RANGE:, NOT_FOUND:, ...
+_MAX_REASON = 300
+
+
+def brief(error: BaseException) -> str:
+  """One short line on why a library failed: the first line of the innermost error it wrapped
+  (TensorStore's under Orbax's, say), with its type unless it starts with a status code."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  reason = _LIBRARY_DETAIL.sub("", one_line(error))
+  if not _STATUS_CODE.match(reason):
+    reason = f"{type(error).__name__}: {reason}"
+  return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "..."
+
+
 def report(error: BaseException) -> int:
   """Prints ``error`` as one line on stderr; returns the exit status it calls for."""
   print(f"error: {error}", file=sys.stderr)

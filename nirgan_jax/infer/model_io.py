@@ -117,5 +117,6 @@ def load_model_dir(path: str | os.PathLike
   try:
     params = ocp.StandardCheckpointer().restore(path / PARAMS_DIR)
   except Exception as e:  # Orbax raises a variety of types for damaged checkpoints.
-    raise ModelDirError(f"{path / PARAMS_DIR}: cannot read parameters ({e})") from e
+    raise ModelDirError(f"{path / PARAMS_DIR}: cannot read parameters "
+                        f"({errors.brief(e)})") from e
   return jax.tree.map(np.asarray, params), config

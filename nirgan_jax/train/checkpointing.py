@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -31,7 +30,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from nirgan_jax import errors, paths
-from nirgan_jax.errors import ConfigError, NirganError, UsageError, one_line
+from nirgan_jax.errors import ConfigError, NirganError, UsageError
 
 VAL_METRIC = "val_l1"
 CHECKPOINTS_DIR = "checkpoints"
@@ -59,23 +58,6 @@ class UnreadableCheckpointError(NirganError):
     self.reason = reason
 
 
-# TensorStore appends its whole spec (and C++ source locations) to a message.
-_LIBRARY_DETAIL = re.compile(r" \[(tensorstore_spec|source locations)=.*$")
-_STATUS_CODE = re.compile(r"^[A-Z_]+: ")  # TensorStore's OUT_OF_RANGE:, NOT_FOUND:, ...
-_MAX_REASON = 300
-
-
-def _reason(error: BaseException) -> str:
-  """One short line on why a read failed: the first line of the innermost error that Orbax
-  wrapped (TensorStore's, say)."""
-  while error.__cause__ is not None:
-    error = error.__cause__
-  reason = _LIBRARY_DETAIL.sub("", one_line(error))
-  if not _STATUS_CODE.match(reason):
-    reason = f"{type(error).__name__}: {reason}"
-  return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON] + "..."
-
-
 @contextlib.contextmanager
 def reading(step_dir: epath.Path) -> Iterator[None]:
   """Turns any error of the block (Orbax, TensorStore, Grain and JSON raise many kinds for a
@@ -91,7 +73,7 @@ def reading(step_dir: epath.Path) -> Iterator[None]:
     failure = errors.storage_failure(e, environment_only=True)
     if failure is not None:
       raise failure from e
-    raise UnreadableCheckpointError(step_dir, _reason(e)) from e
+    raise UnreadableCheckpointError(step_dir, errors.brief(e)) from e
 
 
 def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.CheckpointManager:
