@@ -98,13 +98,20 @@ def _is_late_async_callback(unraisable) -> bool:
           and str(unraisable.exc_value) == "Event loop is closed")
 
 
-class _NoOrbaxTracebacks(logging.Filter):
-  """Orbax's background threads log each failed write with its traceback before the failure
-  reaches the command, which reports it in one line: their records keep their message and
-  lose the traceback."""
+# Libraries whose background threads log a failure with its traceback and then hand it to
+# the main thread, where the command reports it in one line: Orbax's checkpoint writes, CLU's
+# asynchronous metric writer.
+_RELAYING_LIBRARIES = tuple(f"{os.sep}{name}{os.sep}" for name in ("orbax", "clu"))
+
+
+class _NoRelayedTracebacks(logging.Filter):
+  """The records of ``_RELAYING_LIBRARIES`` keep their message and lose the traceback, and so
+  do asyncio's about the other writes of a batch that failed together (the first failure is
+  the one relayed)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if f"{os.sep}orbax{os.sep}" in record.pathname:
+    if (any(library in record.pathname for library in _RELAYING_LIBRARIES)
+        or record.name == "asyncio" and "exception was never retrieved" in record.getMessage()):
       record.exc_info = record.exc_text = record.stack_info = None
     return True
 
@@ -112,8 +119,9 @@ class _NoOrbaxTracebacks(logging.Filter):
 def quiet_library_failures() -> None:
   """For the rest of the process, keeps off stderr the tracebacks that libraries print on
   their own around a failure that the command reports in one line: late TensorStore callbacks
-  into a closed event loop (``_is_late_async_callback``) and Orbax's records of a failed
-  background write. Any other unraisable exception or record is reported as before."""
+  into a closed event loop (``_is_late_async_callback``) and the records of a failed
+  background write (``_NoRelayedTracebacks``). Any other unraisable exception or record is
+  reported as before."""
   previous = sys.unraisablehook
   if getattr(previous, "quiets_late_async_callbacks", False):
     return
@@ -124,7 +132,8 @@ def quiet_library_failures() -> None:
 
   hook.quiets_late_async_callbacks = True
   sys.unraisablehook = hook
-  logging.getLogger("absl").addFilter(_NoOrbaxTracebacks())
+  for logger in ("absl", "asyncio"):
+    logging.getLogger(logger).addFilter(_NoRelayedTracebacks())
 
 
 class Terminated(BaseException):

@@ -88,12 +88,16 @@ def main(argv):
   except Preempted as e:
     logging.warning("%s", e)
     sys.exit(EXIT_PREEMPTED)
-  except (errors.NirganError, OSError) as e:
+  except errors.NirganError as e:
     sys.exit(errors.report(e))
   except Exception as e:
     failure = errors.storage_failure(e)
     if failure is None:
+      if isinstance(e, OSError):
+        sys.exit(errors.report(e))
       raise  # a bug: keep its traceback
+    if failure.path is None:  # TensorBoard's writer, for one, names no file
+      failure = errors.StorageError(str(workdir), failure.errno)
     sys.exit(errors.report(failure))
   logging.info("final evaluation: %s", metrics)
 

@@ -76,6 +76,24 @@ def reading(step_dir: epath.Path) -> Iterator[None]:
     raise UnreadableCheckpointError(step_dir, errors.brief(e)) from e
 
 
+@contextlib.contextmanager
+def writing(manager: ocp.CheckpointManager) -> Iterator[None]:
+  """Turns a failed checkpoint write in the block (a save, or the wait for one in the
+  background) that the filesystem refused into one ``StorageError`` naming the checkpoint
+  directory: Orbax raises TensorStore's errors or an ``OSError`` without a path. The step
+  being written never appears (Orbax renames it into place only once complete)."""
+  try:
+    yield
+  except NirganError:
+    raise
+  except Exception as e:
+    failure = errors.storage_failure(e)
+    if failure is None:
+      raise
+    raise errors.StorageError(f"{manager.directory}: cannot save a checkpoint",
+                              failure.errno) from e
+
+
 def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.CheckpointManager:
   """A manager that always keeps the latest checkpoint (for resume) and the ``keep_best``
   lowest val L1 ones. ``best_fn`` + ``max_to_keep`` could delete the latest, and
@@ -120,7 +138,8 @@ def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, satclip_pa
     items[GENERATOR_EMA] = ocp.args.StandardSave(g_state.ema_params)
   if satclip_params:
     items["satclip"] = ocp.args.StandardSave(satclip_params)
-  manager.save(step, metrics=metrics, args=ocp.args.Composite(**items))
+  with writing(manager):
+    manager.save(step, metrics=metrics, args=ocp.args.Composite(**items))
 
 
 def _abstract(tree: Any) -> Any:

@@ -231,7 +231,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, data: Data, workdir,
   try:
     return train_loop(config, nirgan, mesh, run, data, manager, writer, step_rng)
   finally:
-    manager.wait_until_finished()
+    with checkpointing.writing(manager):
+      manager.wait_until_finished()
     writer.flush()
 
 
