@@ -103,7 +103,7 @@ def make_manager(directory: str | os.PathLike, keep_best: int) -> ocp.Checkpoint
   is set aside first (``set_aside``), with a warning."""
   directory = paths.as_path(directory)
   for step in saved_steps(directory):
-    problem = _agreed_problem(_metrics_problem(directory, step))
+    problem = _agreed_problem(_metrics_problem(directory, step), directory / str(step))
     if problem is not None:
       _warn_set_aside(problem, set_aside(directory, step))
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
@@ -293,15 +293,15 @@ def set_aside_steps(directory: str | os.PathLike) -> list[str]:
   return sorted(p.name for p in aside.iterdir()) if aside.is_dir() else []
 
 
-def _agreed_problem(problem: UnreadableCheckpointError | None
+def _agreed_problem(problem: UnreadableCheckpointError | None, step_dir: epath.Path
                     ) -> UnreadableCheckpointError | None:
-  """``problem`` if this or any other process found one (every process of a multi-process
-  run must decide alike): one found elsewhere stands in for this process's None."""
+  """``problem`` (of ``step_dir``) if this or any other process found one: every process of a
+  multi-process run must decide alike, so one found elsewhere stands in for None here."""
   if jax.process_count() == 1:
     return problem
   found = multihost_utils.process_allgather(np.int32(problem is not None))
   if problem is None and np.any(found):
-    return UnreadableCheckpointError(epath.Path("?"), "unreadable on another process")
+    return UnreadableCheckpointError(step_dir, "unreadable on another process")
   return problem
 
 
@@ -321,11 +321,9 @@ def restore_newest_readable(manager: ocp.CheckpointManager,
       result, problem = restore_step(step), None
     except UnreadableCheckpointError as e:
       result, problem = None, e
-    problem = _agreed_problem(problem)
+    problem = _agreed_problem(problem, directory / str(step))
     if problem is None:
       return step, result
-    if problem.step != step:  # found on another process
-      problem = UnreadableCheckpointError(directory / str(step), problem.reason)
     _warn_set_aside(problem, set_aside(directory, step))
     manager.reload()
   raise NoReadableCheckpointError(directory)
