@@ -428,7 +428,10 @@ def restore_weights(path: str | os.PathLike, which: str | int = "best", average:
   directory = checkpoints_dir(path)
   steps = saved_steps(directory)
   if not steps:
-    raise CheckpointNotFoundError(f"{directory}: holds no checkpoint")
+    aside = set_aside_steps(directory)
+    raise CheckpointNotFoundError(f"{directory}: holds no checkpoint" + (
+        f" that reads (training set aside steps {', '.join(aside)} in "
+        f"{directory / UNREADABLE_DIR})" if aside else ""))
   if which not in ("latest", "best"):
     step = int(which)
     if step not in steps:
