@@ -184,7 +184,9 @@ def brief(error: BaseException) -> str:
 
 def report(error: BaseException) -> int:
   """Prints ``error`` as one line on stderr; returns the exit status it calls for."""
-  print(f"error: {error}", file=sys.stderr)
+  # One write: a line of its own even while other threads log (print writes the end apart).
+  sys.stderr.write(f"error: {error}\n")
+  sys.stderr.flush()
   return getattr(error, "exit_status", EXIT_ERROR)
 
 

@@ -39,6 +39,7 @@ WEIGHT_ITEMS = ("generator", "discriminator", "satclip")
 GENERATOR_EMA = "generator_ema"
 METADATA_ITEM = "metadata"
 METRICS_ITEM = "metrics"  # written by the checkpoint manager itself
+COMMIT_MARKER = "commit_success.txt"  # what marks a step complete on cloud storage
 
 _T = TypeVar("_T")
 
@@ -244,12 +245,15 @@ def _val_metric(directory: epath.Path, step: int) -> float | None:
 
 
 def saved_steps(directory: str | os.PathLike) -> list[int]:
-  """The finished steps in an Orbax directory, newest first (what the manager sees)."""
+  """The finished steps in an Orbax directory, newest first: folders named by their step (a
+  save in progress has a suffix); on cloud storage, which has no rename, those Orbax marked
+  complete. Listed without the checkpoint manager, which reads every step's metrics."""
   directory = paths.as_path(directory)
   if not directory.is_dir():
     return []
-  return sorted((m.step for m in ocp.path.step.standard_name_format().find_all(directory)),
-                reverse=True)
+  cloud = paths.is_cloud(directory)
+  return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()
+                 and (not cloud or (p / COMMIT_MARKER).exists())), reverse=True)
 
 
 # --------------------------------------------------------------------------- unreadable steps
@@ -448,8 +452,9 @@ def restore_weights(path: str | os.PathLike, which: str | int = "best", average:
       return (*_read_weights(directory, step, average), step)
     except UnreadableCheckpointError as e:
       logging.warning("%s; looking for the %s step among the others", e, which)
+      last = e
   raise NirganError(f"{directory}: none of its checkpoints can be read (steps "
-                    f"{', '.join(map(str, sorted(steps)))})")
+                    f"{', '.join(map(str, sorted(steps)))}; the last tried: {last})")
 
 
 def _reads(directory: epath.Path, step: int, average: bool) -> bool:
