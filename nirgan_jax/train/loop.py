@@ -194,19 +194,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 @contextlib.contextmanager
 def _one_run_per_workdir(workdir):
   """Process 0 holds ``workdir`` for every process of the run (``workdir_lock``); if another
-  run holds it, every process raises ``WorkdirBusyError`` before touching anything."""
+  run holds it (or the lock file cannot be written), every process raises before touching
+  anything."""
   with contextlib.ExitStack() as stack:
     refusal = None
     if jax.process_index() == 0:
       try:
         stack.enter_context(workdir_lock.hold(workdir))
-      except workdir_lock.WorkdirBusyError as e:
+      except (workdir_lock.WorkdirBusyError, OSError) as e:
         refusal = e
     if jax.process_count() > 1:
       refused = multihost_utils.broadcast_one_to_all(np.int32(refusal is not None))
       if refused and refusal is None:
         refusal = workdir_lock.WorkdirBusyError(
-            f"{workdir}: another run is training here (process 0 names it)")
+            f"{workdir}: process 0 could not hold it for this run (it says why)")
     if refusal is not None:
       raise refusal
     yield
