@@ -296,6 +296,14 @@ def model_without_params(root, model):
   return predict_args(root, tif(root / "scene.tif"), root / "model")
 
 
+@case("predict", "{root}/model/params: cannot read parameters (")
+def model_params_truncated(root, model):
+  """An exported model whose parameter files were cut short (a copy interrupted)."""
+  for data_file in (model_copy(root, model) / model_io.PARAMS_DIR).rglob("d/*"):
+    truncated(data_file, keep=0.5)
+  return predict_args(root, tif(root / "scene.tif"), root / "model")
+
+
 @case("predict", "{root}/model/config.json", "not valid JSON")
 def model_config_not_json(root, model):
   (model_copy(root, model) / model_io.CONFIG_FILE).write_bytes(b'{"model": \xff')
@@ -638,7 +646,8 @@ SKIP_AS_ROOT = {"predict-read-only-output-folder", "prep-read-only-data-dir"}
 # Through the real entry points: one case per tool, the training program's, and two whose
 # outcome depends on what the process has imported or on warnings (which pytest captures).
 ENTRY_POINT_CASES = [
-    "predict-truncated-geotiff", "timeseries-undated-raster", "evaluate-model-without-config",
+    "predict-truncated-geotiff", "predict-model-params-truncated",
+    "timeseries-undated-raster", "evaluate-model-without-config",
     "export-damaged-checkpoint", "import-checkpoint-with-a-payload", "prep-index-csv-missing",
     "evaluate-dataset-not-built", "import-plain-pickle-with-a-payload",
     *(name for name, c in CASES.items() if c.tool == "train")]

@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from nirgan_jax import paths
+from nirgan_jax import errors, paths
 from nirgan_jax.errors import NirganError
 from nirgan_jax.infer import outputs
 
@@ -56,13 +56,20 @@ def save_model_dir(path: str | os.PathLike, params: dict[str, Any],
       (folder / name).write_bytes(content)
     (folder / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
-  if paths.is_cloud(path):
-    if path.exists():  # a model directory that check_output allowed to replace
-      path.rmtree()
-    write(path)
-  else:
-    with outputs.replacing(path, directory=True, replaceable=is_model_dir) as tmp:
-      write(epath.Path(tmp))
+  try:
+    if paths.is_cloud(path):
+      if path.exists():  # a model directory that check_output allowed to replace
+        path.rmtree()
+      write(path)
+    else:
+      with outputs.replacing(path, directory=True, replaceable=is_model_dir) as tmp:
+        write(epath.Path(tmp))
+  except Exception as e:  # TensorStore's own types, under Orbax, for a failed write
+    failure = errors.storage_failure(e)
+    if failure is None:
+      raise
+    raise outputs.OutputError(f"{path}: cannot write the model directory "
+                              f"({os.strerror(failure.errno)})") from e
   return path
 
 
@@ -110,5 +117,6 @@ def load_model_dir(path: str | os.PathLike
   try:
     params = ocp.StandardCheckpointer().restore(path / PARAMS_DIR)
   except Exception as e:  # Orbax raises a variety of types for damaged checkpoints.
-    raise ModelDirError(f"{path / PARAMS_DIR}: cannot read parameters ({e})") from e
+    raise ModelDirError(f"{path / PARAMS_DIR}: cannot read parameters "
+                        f"({errors.brief(e)})") from e
   return jax.tree.map(np.asarray, params), config

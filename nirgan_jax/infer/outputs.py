@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nirgan_jax import paths
+from nirgan_jax import errors, paths
 from nirgan_jax.errors import NirganError
 
 
@@ -70,6 +70,41 @@ def check_writable(path: str | os.PathLike) -> None:
     raise OutputError(f"{path}: cannot write there ({folder} is not writable)")
 
 
+# What a filesystem has left, at most, right after a write into it failed for lack of space.
+_NEARLY_FULL = 1 << 20
+
+
+def _filesystem_refusal(folder: Path) -> int | None:
+  """The errno that a write into ``folder`` meets now (a read-only filesystem, a full one, a
+  folder this process may not write), or None."""
+  try:
+    status = os.statvfs(folder)
+  except OSError:
+    return None
+  if status.f_flag & os.ST_RDONLY:
+    return errno.EROFS
+  free_blocks = status.f_bfree if os.geteuid() == 0 else status.f_bavail
+  if free_blocks * status.f_frsize < _NEARLY_FULL:
+    return errno.ENOSPC
+  if not os.access(folder, os.W_OK):
+    return errno.EACCES
+  return None
+
+
+def write_failure(path: str | os.PathLike, error: BaseException) -> NirganError | None:
+  """``error``, raised while ``path`` was written, as one line with the filesystem's reason,
+  where a library's message lost it (GDAL reports a full disk as a failed read of what it
+  wrote); None if ``error`` says what it is already or is no filesystem's doing."""
+  if (not isinstance(error, Exception) or isinstance(error, NirganError)
+      or isinstance(error, OSError) and error.errno is not None):  # rasterio's have none
+    return None
+  failure = errors.storage_failure(error)
+  if failure is not None:
+    return failure
+  code = _filesystem_refusal(Path(path).parent)
+  return None if code is None else OutputError(f"{path}: cannot write it ({os.strerror(code)})")
+
+
 def _remove(path: Path) -> None:
   if path.is_dir() and not path.is_symlink():
     shutil.rmtree(path, ignore_errors=True)
@@ -115,7 +150,8 @@ def replacing(path: str | Path, directory: bool = False,
               replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
   """Yields a new temporary sibling of ``path`` (an empty file, or with ``directory`` an
   empty directory) to write the output into; renames it onto ``path`` when the block ends
-  normally, removes it when the block raises. ``path`` must be local.
+  normally, removes it when the block raises (a library's error that hides a full or
+  read-only filesystem becomes ``write_failure``'s one line). ``path`` must be local.
 
   An existing ``path`` is replaced only if it is of the same kind (file or directory) and
   ``replaceable(path)`` (default: any) says it is an output of this kind, so that nothing
@@ -143,8 +179,11 @@ def replacing(path: str | Path, directory: bool = False,
       _replace_directory(tmp, path)
     else:
       os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
+    failure = write_failure(path, e)  # before removing: that frees space
     _remove(tmp)
+    if failure is not None:
+      raise failure from e
     raise
 
 

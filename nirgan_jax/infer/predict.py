@@ -90,8 +90,12 @@ def predict_file(model: Model, in_path: Path | str, out_path: Path, options: Opt
 
 def _predict_file(model: Model, in_path: Path | str, out_path: Path, options: Options,
                   progress: bool, preview_path: Path | None) -> Path:
-  with (geotiff.open_raster(in_path) as src, outputs.replacing(out_path) as final,
-        tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as scratch):
+  # The scratch folder outlives the output's temporary, so that a write that failed for a full
+  # disk is found to have (``outputs.replacing``) before the scratch files are removed.
+  out_path.parent.mkdir(parents=True, exist_ok=True)
+  with (geotiff.open_raster(in_path) as src,
+        tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as scratch,
+        outputs.replacing(out_path) as final):
     source = geotiff.GeoTiffSource(src, options.bands, options.scale, lonlat=options.lonlat,
                                    offset=options.offset)
     nir_path = Path(scratch) / "nir.tif"

@@ -89,22 +89,40 @@ def main(argv):
   workdir = paths.as_path(FLAGS.workdir)
   if workdir.exists() and not workdir.is_dir():
     sys.exit(errors.report(errors.UsageError(f"--workdir {workdir}: is a file, not a folder")))
+  distributed = os.environ.get("NIRGAN_DISTRIBUTED") == "1" or FLAGS.coordinator_address
+  if not distributed:  # a run of several processes shares process 0's hold
+    from nirgan_jax.train import workdir_lock
+
+    try:
+      workdir_lock.refuse_if_held(workdir)  # at once; train_and_evaluate takes the hold
+    except (errors.NirganError, OSError) as e:
+      sys.exit(errors.report(e))
   # Imported only now: a bad command line is answered before JAX and TensorFlow load.
   from nirgan_jax.train import loop
   from nirgan_jax.train.preemption import Preempted
 
-  if os.environ.get("NIRGAN_DISTRIBUTED") == "1" or FLAGS.coordinator_address:
+  if distributed:
     import jax
 
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  errors.quiet_library_failures()
   try:
     metrics = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as e:
     logging.warning("%s", e)
     sys.exit(errors.EXIT_TERMINATED)
-  except (errors.NirganError, OSError) as e:
+  except errors.NirganError as e:
     sys.exit(errors.report(e))
+  except Exception as e:
+    failure = errors.storage_failure(e)
+    if failure is None:
+      if isinstance(e, OSError):
+        sys.exit(errors.report(e))
+      raise  # a bug: keep its traceback
+    if failure.path is None:  # TensorBoard's writer, for one, names no file
+      failure = errors.StorageError(str(workdir), failure.errno)
+    sys.exit(errors.report(failure))
   logging.info("final evaluation: %s", metrics)
 
 

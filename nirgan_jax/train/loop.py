@@ -1,14 +1,15 @@
 """``train_and_evaluate``: the NIR-GAN training loop (library part of ``nirgan_jax.train``).
 
 Data parallel over every device of every process; resumes automatically from the
-latest checkpoint in ``workdir`` (or starts from ``init.checkpoint`` weights); evaluates
-and checkpoints every ``eval_every`` steps; logs to TensorBoard (``summaries``, no
-TensorFlow) and stdout;
-saves and stops on SIGTERM.
+newest readable checkpoint in ``workdir`` (or starts from ``init.checkpoint`` weights);
+evaluates and checkpoints every ``eval_every`` steps; logs to TensorBoard (``summaries``, no
+TensorFlow) and stdout; saves and stops on SIGTERM. One run at a time trains in a workdir
+(``workdir_lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -26,7 +27,14 @@ from jax.experimental import multihost_utils
 from nirgan_jax import errors, evaluation, models, paths
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.data.gsd_shares import GsdShares
-from nirgan_jax.train import checkpointing, config_checks, prefetch, summaries, warm_start
+from nirgan_jax.train import (
+  checkpointing,
+  config_checks,
+  prefetch,
+  summaries,
+  warm_start,
+  workdir_lock,
+)
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train import step as gan_step
 from nirgan_jax.train.evaluation import MODEL_INPUTS, evaluate, prediction_panels
@@ -94,11 +102,15 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
 def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
                     manager, data: Data, init_rng: jax.Array, satclip_rng: jax.Array
                     ) -> RunState:
-  """The latest checkpoint of the workdir if it has one (the data iterator is opened with the
-  checkpoint's worker count and restored), else fresh states, fine-tuned from
-  ``init.checkpoint`` if set (the data iterator is opened by ``train_loop``)."""
+  """The newest readable checkpoint of the workdir if it has one (the data iterator is opened
+  with the checkpoint's worker count and restored; newer unreadable steps are set aside),
+  else fresh states, fine-tuned from ``init.checkpoint`` if set (the data iterator is opened
+  by ``train_loop``)."""
   g_state, d_state = create_train_states(nirgan, init_rng, config.data.image_size, mesh)
   resuming = manager.latest_step() is not None
+  directory = paths.as_path(manager.directory)
+  if not resuming and checkpointing.set_aside_steps(directory):
+    raise checkpointing.NoReadableCheckpointError(directory)
   init_params = {} if resuming else warm_start.load_init_weights(config)
   satclip_params = jax.device_put(
       warm_start.load_satclip_params(config, nirgan, satclip_rng, init_params),
@@ -113,12 +125,15 @@ def init_or_restore(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, me
                                               init_params["discriminator"], source, mesh)
     plateau = Plateau(lr=config.optim.lr, **config.optim.plateau.to_dict())
     return RunState(g_state, d_state, satclip_params, plateau)
-  step = manager.latest_step()
-  metadata = checkpointing.restore_metadata(manager, step)
-  input_pipeline.check_resumable(metadata["pipeline"], data.fingerprint)
-  data.open(_resumed_workers(config.data.workers, metadata))
-  g_state, d_state, metadata = checkpointing.restore(manager, step, g_state, d_state,
-                                                     data.train_iter)
+
+  def restore(step: int):
+    metadata = checkpointing.restore_metadata(manager, step)
+    input_pipeline.check_resumable(metadata["pipeline"], data.fingerprint)
+    data.open(_resumed_workers(config.data.workers, metadata))
+    return checkpointing.restore(manager, step, g_state, d_state, data.train_iter,
+                                 satclip_params)
+
+  step, (g_state, d_state, metadata) = checkpointing.restore_newest_readable(manager, restore)
   plateau = Plateau.from_state_dict(metadata["plateau"])  # its lr is in the opt states
   logging.info("resumed from step %d in %s", step, manager.directory)
   return RunState(g_state, d_state, satclip_params, plateau, step)
@@ -181,6 +196,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = paths.as_path(workdir)  # local or gs://
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
+  with _one_run_per_workdir(workdir):
+    return _train_and_evaluate(config, data, workdir, writer)
+
+
+@contextlib.contextmanager
+def _one_run_per_workdir(workdir):
+  """Process 0 holds ``workdir`` for every process of the run (``workdir_lock``); if another
+  run holds it (or the lock file cannot be written), every process raises before touching
+  anything."""
+  with contextlib.ExitStack() as stack:
+    refusal = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lock.hold(workdir))
+      except (workdir_lock.WorkdirBusyError, OSError) as e:
+        refusal = e
+    if jax.process_count() > 1:
+      refused = multihost_utils.broadcast_one_to_all(np.int32(refusal is not None))
+      if refused and refusal is None:
+        refusal = workdir_lock.WorkdirBusyError(
+            f"{workdir}: process 0 could not hold it for this run (it says why)")
+    if refusal is not None:
+      raise refusal
+    yield
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, data: Data, workdir,
+                        writer: summaries.MetricWriter | None) -> dict[str, float]:
   mesh = mesh_lib.make_data_mesh()
   nirgan = models.NIRGAN.from_config(config)
   init_rng, satclip_rng, step_rng = jax.random.split(
@@ -197,7 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     return train_loop(config, nirgan, mesh, run, data, manager, writer, step_rng)
   finally:
-    manager.wait_until_finished()
+    with checkpointing.writing(manager):
+      manager.wait_until_finished()
     writer.flush()
 
 
