@@ -29,7 +29,6 @@ from benchmarks import common
 from nirgan_jax import models
 from nirgan_jax.infer import model as inference
 from nirgan_jax.infer import (
-  model_io,
   predict,
 )
 from nirgan_jax.models import config as model_config
@@ -66,7 +65,7 @@ def model_dir(path: Path, size: str) -> Path:
           key, np.zeros((1, 276, 276, 3), np.float32), np.zeros((1, 256), np.float32))["params"],
       "satclip": models.init_location_encoder(nirgan, key),
   }
-  return model_io.save_model_dir(path, params, config)
+  return model_dir.save_model_dir(path, params, config)
 
 
 def bench_torch(repeats: int) -> dict:

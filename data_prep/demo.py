@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from scipy import ndimage, spatial, stats
 
 from data_prep import splits
-from data_prep.builder import Patch, PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.patch_builder import Patch, PatchBuilder, PatchBuilderConfig, SourceItem
 from nirgan_jax import contract
 
 # Mean surface reflectance (R, G, B, NIR) of pure materials, typical values of

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import raster, splits
-from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.patch_builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
 from nirgan_jax import contract
 

@@ -36,7 +36,7 @@ from rasterio import CRS, Affine
 from rasterio.io import MemoryFile
 
 from data_prep import splits
-from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem
+from data_prep.patch_builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
 from nirgan_jax import contract
 from nirgan_jax.errors import import_extra

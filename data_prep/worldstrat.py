@@ -30,7 +30,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from data_prep import raster, splits
-from data_prep.builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
+from data_prep.patch_builder import PatchBuilder, PatchBuilderConfig, SourceItem, read_csv
 from data_prep.raster import BandLayout
 from nirgan_jax import contract
 

@@ -54,7 +54,7 @@ import tensorflow_datasets as tfds
 from absl import flags, logging
 
 from configs import s2_real
-from data_prep import build, builder, raster, rgbn_geotiff
+from data_prep import build, patch_builder, raster, rgbn_geotiff
 from data_prep.s2_100k import L2A_BANDS, S2_NODATA
 from nirgan_jax import contract, errors, evaluation, metrics
 from nirgan_jax.data import pipeline
@@ -164,7 +164,7 @@ def read_images() -> list[Image]:
       images.append(_read_image(PLACE_OF_FILE[fn], fn, S2_100K / "images" / fn,
                                 L2A_BANDS.indexes, contract.REFLECTANCE_SCALE, 0.0, None,
                                 S2_NODATA))
-  _, rows = builder.read_csv(S2_MORE / "index.csv")
+  _, rows = patch_builder.read_csv(S2_MORE / "index.csv")
   for row in rows:
     image = rgbn_geotiff.parse_row(S2_MORE, row)
     images.append(_read_image(PLACE_OF_FILE[image.path.name], image.name, image.path,

@@ -38,7 +38,7 @@ from rasterio.transform import from_origin
 
 from data_prep import build
 from nirgan_jax import contract, models
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.models import config as model_config
 
 from conftest import REPO, TINY_CONFIG, rbg_key, tiny_config
@@ -292,27 +292,27 @@ def read_only_output_folder(root, model):
 
 @case("predict", "{root}/model", "params/ is missing")
 def model_without_params(root, model):
-  shutil.rmtree(model_copy(root, model) / model_io.PARAMS_DIR)
+  shutil.rmtree(model_copy(root, model) / model_dir.PARAMS_DIR)
   return predict_args(root, tif(root / "scene.tif"), root / "model")
 
 
 @case("predict", "{root}/model/params: cannot read parameters (")
 def model_params_truncated(root, model):
   """An exported model whose parameter files were cut short (a copy interrupted)."""
-  for data_file in (model_copy(root, model) / model_io.PARAMS_DIR).rglob("d/*"):
+  for data_file in (model_copy(root, model) / model_dir.PARAMS_DIR).rglob("d/*"):
     truncated(data_file, keep=0.5)
   return predict_args(root, tif(root / "scene.tif"), root / "model")
 
 
 @case("predict", "{root}/model/config.json", "not valid JSON")
 def model_config_not_json(root, model):
-  (model_copy(root, model) / model_io.CONFIG_FILE).write_bytes(b'{"model": \xff')
+  (model_copy(root, model) / model_dir.CONFIG_FILE).write_bytes(b'{"model": \xff')
   return predict_args(root, tif(root / "scene.tif"), root / "model")
 
 
 @case("predict", "{root}/model", "do not make a model")
 def model_config_of_another_architecture(root, model):
-  config_file = model_copy(root, model) / model_io.CONFIG_FILE
+  config_file = model_copy(root, model) / model_dir.CONFIG_FILE
   config = json.loads(config_file.read_text())
   config["model"]["generator"]["ngf"] *= 2
   config_file.write_text(json.dumps(config))
@@ -384,7 +384,7 @@ def plot_folder_is_a_file(root, model):
 
 @case("timeseries", "{root}/model/config.json", "not a config")
 def model_config_not_an_object(root, model):
-  (model_copy(root, model) / model_io.CONFIG_FILE).write_text("[1, 2, 3]")
+  (model_copy(root, model) / model_dir.CONFIG_FILE).write_text("[1, 2, 3]")
   return timeseries_args(root, series(root, "2023-05-01.tif"), root / "model")
 
 
@@ -393,7 +393,7 @@ def model_config_not_an_object(root, model):
 
 @case("evaluate", "{root}/model", "config.json is missing")
 def model_without_config(root, model):
-  (model_copy(root, model) / model_io.CONFIG_FILE).unlink()
+  (model_copy(root, model) / model_dir.CONFIG_FILE).unlink()
   return evaluate_args(root, root / "model")
 
 
@@ -723,7 +723,7 @@ def model(tmp_path_factory) -> Path:
                                       rbg_key(1))}
   params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
   path = tmp_path_factory.mktemp("shared") / "model"
-  return Path(model_io.save_model_dir(path, params, model_config.model_sections(config)))
+  return Path(model_dir.save_model_dir(path, params, model_config.model_sections(config)))
 
 
 def test_the_corpus_is_large_and_covers_every_tool():

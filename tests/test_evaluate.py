@@ -12,7 +12,7 @@ from test_predict import save_tiny_model
 from data_prep import build
 from nirgan_jax import evaluate, evaluation, metrics, models
 from nirgan_jax.infer import model as inference
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.models import config as model_config
 
 from conftest import TEST_DATA, load_config, rbg_key
@@ -26,7 +26,7 @@ def save_baseline(path, kind):
   config.model.baseline.hidden = 8
   nirgan = models.NIRGAN.from_config(config)
   params = nirgan.generator.init(rbg_key(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
-  return model_io.save_model_dir(path, {"generator": params}, model_config.model_sections(config))
+  return model_dir.save_model_dir(path, {"generator": params}, model_config.model_sections(config))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 from etils import epath
 from rasterio.transform import from_origin
 
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.train import checkpointing, export, loop, warm_start, workdir_lock
 
 from conftest import REPO, TINY_CONFIG, load_config_file
@@ -197,7 +197,7 @@ def test_export_passes_over_an_unreadable_step_and_moves_nothing(damaged_run, tm
   before = _snapshot(damaged_run)
   assert export.main(["--workdir", str(damaged_run), "--out", str(tmp_path / "latest"),
                       "--step", "latest"]) == 0
-  assert model_io.load_config(tmp_path / "latest").source.step == 4
+  assert model_dir.load_config(tmp_path / "latest").source.step == 4
   [warning] = _unreadable_warnings(caplog)
   assert "checkpoints/6: unreadable checkpoint (OUT_OF_RANGE" in warning
   assert "looking for the latest step among the others" in warning
@@ -206,7 +206,7 @@ def test_export_passes_over_an_unreadable_step_and_moves_nothing(damaged_run, tm
   val_l1 = {step: checkpointing._val_metric(epath.Path(checkpoints), step) for step in (2, 4)}
   assert export.main(["--workdir", str(damaged_run), "--out", str(tmp_path / "best"),
                       "--step", "best"]) == 0
-  assert model_io.load_config(tmp_path / "best").source.step == min(val_l1, key=val_l1.get)
+  assert model_dir.load_config(tmp_path / "best").source.step == min(val_l1, key=val_l1.get)
   assert _snapshot(damaged_run) == before
   capsys.readouterr()
 

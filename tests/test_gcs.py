@@ -34,7 +34,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from data_prep import build
 from nirgan_jax import paths
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.infer.model import load_model
 from nirgan_jax.train import checkpointing, export, loop, summaries
 
@@ -219,7 +219,7 @@ def test_resume_continues_from_the_bucket_checkpoint(gcs_run):
 
 
 def test_export_to_the_bucket_loads_and_predicts_like_a_local_export(gcs_run, emulator):
-  assert f"model/{model_io.CONFIG_FILE}" in emulator.objects("model/")
+  assert f"model/{model_dir.CONFIG_FILE}" in emulator.objects("model/")
   model = load_model(gcs_run.model_dir)
   assert model.source == gcs_run.model_dir
   assert model.config.source.step == 4 and model.config.source.workdir == f"{ROOT}/run"

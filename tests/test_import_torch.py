@@ -10,7 +10,7 @@ import pytest
 
 from nirgan_jax import models
 from nirgan_jax.errors import NirganError
-from nirgan_jax.infer import import_torch, model_io
+from nirgan_jax.infer import import_torch, model_dir
 
 torch = pytest.importorskip("torch")
 from benchmarks import torch_reference as ref  # noqa: E402
@@ -40,7 +40,7 @@ def test_nirgan_checkpoint_converts_to_identical_outputs(nirgan_ckpt, tmp_path):
   path, module = nirgan_ckpt
   out_dir = tmp_path / "model"
   assert import_torch.main(["nirgan", str(path), "--out", str(out_dir)]) == 0
-  params, config = model_io.load_model_dir(out_dir)
+  params, config = model_dir.load_model_dir(out_dir)
 
   assert config.model.generator.ngf == 8 and config.model.generator.n_blocks == 9
   assert config.model.injection.post_correction
@@ -78,7 +78,7 @@ def test_bgr_checkpoint_imports_as_a_model_that_takes_rgb(nirgan_ckpt, tmp_path)
   out_dir = tmp_path / "model"
   assert import_torch.main(["nirgan", str(path), "--out", str(out_dir), "--input_order",
                             "bgr"]) == 0
-  params, config = model_io.load_model_dir(out_dir)
+  params, config = model_dir.load_model_dir(out_dir)
   assert config.source.input_order == "bgr" and config.source.checkpoint == path.name
   config.model.conv_impl = "xla"
 

@@ -25,7 +25,7 @@ from etils.epath import testing as epath_testing
 from test_predict import save_tiny_model
 
 from nirgan_jax import models, paths
-from nirgan_jax.infer import model_io, outputs, predict
+from nirgan_jax.infer import model_dir, outputs, predict
 from nirgan_jax.infer.model import load_model
 from nirgan_jax.train import checkpointing, export, warm_start
 
@@ -99,16 +99,16 @@ def test_as_path_keeps_uris_and_expands_local_paths(monkeypatch, tmp_path):
 def test_model_directory_written_and_loaded_on_gcs(bucket):
   out = save_tiny_model(f"{BUCKET}/models/tiny")
   assert str(out) == f"{BUCKET}/models/tiny"
-  assert os.path.isfile(f"{bucket.root}/models/tiny/{model_io.CONFIG_FILE}")
+  assert os.path.isfile(f"{bucket.root}/models/tiny/{model_dir.CONFIG_FILE}")
   model = load_model(f"{BUCKET}/models/tiny")
   assert model.source == f"{BUCKET}/models/tiny"
   assert bucket.orbax == [f"{BUCKET}/models/tiny/params"] * 2  # save, then restore
-  assert f"{BUCKET}/models/tiny/{model_io.CONFIG_FILE}" in bucket.opened
+  assert f"{BUCKET}/models/tiny/{model_dir.CONFIG_FILE}" in bucket.opened
   assert model(np.full((1, 16, 16, 3), 0.2, np.float32), np.zeros((1, 2))).shape == (1, 16, 16, 1)
   with pytest.raises(outputs.OutputError, match="output exists"):
     save_tiny_model(f"{BUCKET}/models/tiny")
-  model_io.save_model_dir(f"{BUCKET}/models/tiny", model.params, model.config, overwrite=True)
-  assert model_io.is_model_dir(f"{BUCKET}/models/tiny")
+  model_dir.save_model_dir(f"{BUCKET}/models/tiny", model.params, model.config, overwrite=True)
+  assert model_dir.is_model_dir(f"{BUCKET}/models/tiny")
 
 
 def test_import_torch_reads_and_writes_gcs(bucket):
@@ -122,7 +122,7 @@ def test_import_torch_reads_and_writes_gcs(bucket):
   ckpt, out = f"{BUCKET}/ckpt/nirgan.ckpt", f"{BUCKET}/models/imported"
   assert import_torch.main(["nirgan", ckpt, "--out", out]) == 0
   assert ckpt in bucket.opened and bucket.orbax == [f"{out}/params"]
-  params, config = model_io.load_model_dir(out)
+  params, config = model_dir.load_model_dir(out)
   assert config.source.checkpoint == "nirgan.ckpt"
   expected, _ = import_torch.import_nirgan(f"{bucket.root}/ckpt/nirgan.ckpt")
   jax.tree.map(np.testing.assert_array_equal, params, expected)
@@ -138,7 +138,7 @@ def test_warm_start_reads_gcs_model_dir_and_ckpt(bucket):
   config = tiny_config()
   config.init.checkpoint = str(saved)
   params = warm_start.load_init_weights(config)
-  jax.tree.map(np.testing.assert_array_equal, params, model_io.load_model_dir(saved)[0])
+  jax.tree.map(np.testing.assert_array_equal, params, model_dir.load_model_dir(saved)[0])
   config.init.checkpoint = f"{BUCKET}/ckpt/nirgan.ckpt"
   assert set(warm_start.load_init_weights(config)) == {"generator", "discriminator", "satclip"}
   assert config.init.checkpoint in bucket.opened
@@ -169,7 +169,7 @@ def test_satclip_checkpoint_on_gcs_is_found(bucket):
 
 
 def test_export_writes_gcs_out(bucket, tmp_path, monkeypatch):
-  params, _ = model_io.load_model_dir(save_tiny_model(tmp_path / "local"))
+  params, _ = model_dir.load_model_dir(save_tiny_model(tmp_path / "local"))
   workdirs = []
 
   def restore_weights(workdir, which):
@@ -179,9 +179,9 @@ def test_export_writes_gcs_out(bucket, tmp_path, monkeypatch):
   monkeypatch.setattr(checkpointing, "restore_weights", restore_weights)
   out = export.export_model(f"{BUCKET}/runs/demo", f"{BUCKET}/models/exported")
   assert str(out) == f"{BUCKET}/models/exported" and workdirs == [f"{BUCKET}/runs/demo"]
-  config = model_io.load_config(out)
+  config = model_dir.load_config(out)
   assert config.source.workdir == f"{BUCKET}/runs/demo" and config.source.step == 7
-  assert os.path.isdir(f"{bucket.root}/models/exported/{model_io.PARAMS_DIR}")
+  assert os.path.isdir(f"{bucket.root}/models/exported/{model_dir.PARAMS_DIR}")
 
 
 def test_workdir_on_gcs_reaches_orbax_as_a_uri(bucket, monkeypatch):

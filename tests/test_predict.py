@@ -17,7 +17,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from nirgan_jax import models
-from nirgan_jax.infer import geotiff, model_io, predict, products, tiling
+from nirgan_jax.infer import geotiff, model_dir, predict, products, tile_grid
 from nirgan_jax.infer import model as inference
 from nirgan_jax.models import config as model_config
 
@@ -41,7 +41,7 @@ def save_tiny_model(path, style="multiply", norm="instance", radiometry_depth=0)
                                                embedding)["params"]}
   if nirgan.encoder is not None:
     params["satclip"] = models.init_location_encoder(nirgan, rbg_key(1))
-  return model_io.save_model_dir(path, params, model_config.model_sections(config))
+  return model_dir.save_model_dir(path, params, model_config.model_sections(config))
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +62,13 @@ def landscape(height, width, seed=0):
 @pytest.mark.parametrize("margin", [0, 10])
 def test_tile_starts_cover_the_raster_aligned(margin):
   for size in (1, 100, 256, 700, 1000, 1001):
-    starts = tiling.tile_starts(size, 256, 64, margin)
+    starts = tile_grid.tile_starts(size, 256, 64, margin)
     span = size + 2 * margin
-    assert starts[0] == -margin and all((s + margin) % tiling.ALIGN == 0 for s in starts)
+    assert starts[0] == -margin and all((s + margin) % tile_grid.ALIGN == 0 for s in starts)
     end = starts[-1] + margin + 256
-    assert end >= span and end - span < max(tiling.ALIGN, 257 - span)
+    assert end >= span and end - span < max(tile_grid.ALIGN, 257 - span)
     assert all(b - a <= 192 for a, b in zip(starts, starts[1:], strict=False))
-  ramp = tiling.edge_ramp(64)
+  ramp = tile_grid.edge_ramp(64)
   np.testing.assert_allclose(ramp + ramp[::-1], 1.0, atol=1e-6)  # a partition of unity
   assert ramp[:16].max() == 0.0 and ramp[48:].min() == 1.0
 
@@ -112,7 +112,7 @@ def test_no_seams_with_the_full_model_blocks(tmp_path, satclip_model, radiometry
   # starts or ends against the same inside tiles: a seam would stand out at the former.
   for axis, size in ((1, 512), (0, 384)):
     steps = np.abs(np.diff(nir, axis=axis)).mean(axis=1 - axis)
-    starts = tiling.tile_starts(size, 128, 32, margin=4)  # the tiny model's pad
+    starts = tile_grid.tile_starts(size, 128, 32, margin=4)  # the tiny model's pad
     edges = sorted({s - 1 for s in starts[1:]} | {s + 127 for s in starts[:-1]})
     inside = np.setdiff1d(np.arange(size - 1), edges)
     assert steps[edges].max() <= steps[inside].max(), (axis, steps[edges], steps[inside].max())

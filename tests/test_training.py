@@ -26,7 +26,7 @@ from tensorboard.util import tensor_util
 from nirgan_jax import errors
 from nirgan_jax.data import pipeline as input_pipeline
 from nirgan_jax.infer import model as infer_model
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.train import checkpointing, export, loop, warm_start
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train.preemption import Preempted
@@ -149,7 +149,7 @@ def test_changed_pipeline_cannot_resume(trained_run, demo_data):
 
 
 def test_export_runs_in_a_fresh_process_without_training_code(exported, tmp_path):
-  params, model_config = model_io.load_model_dir(exported)
+  params, model_config = model_dir.load_model_dir(exported)
   assert set(params) == {"generator", "satclip"} and model_config.source.step == 6
   rng = np.random.default_rng(0)
   rgb = rng.uniform(0, 0.4, (2, 48, 64, 3)).astype(np.float32)
@@ -160,10 +160,10 @@ def test_export_runs_in_a_fresh_process_without_training_code(exported, tmp_path
   np.save(tmp_path / "lonlat.npy", lonlat)
   script = (
       "import sys, numpy as np\n"
-      "from nirgan_jax.infer import model, model_io\n"
+      "from nirgan_jax.infer import model, model_dir\n"
       "d, t = sys.argv[1], sys.argv[2]\n"
       "rgb, ll = np.load(t + '/rgb.npy'), np.load(t + '/lonlat.npy')\n"
-      "params, config = model_io.load_model_dir(d)\n"
+      "params, config = model_dir.load_model_dir(d)\n"
       "a = model.inference_fn(config)(params['generator'], params['satclip'], rgb, ll)\n"
       "b = model.load_exported(d)(rgb, ll)\n"
       "assert not [m for m in sys.modules if m.startswith('nirgan_jax.train')]\n"
@@ -188,7 +188,7 @@ def test_export_never_replaces_a_run_and_names_a_missing_step(trained_run, expor
 
 def test_fine_tuning_from_an_exported_model(exported, demo_data, tmp_path):
   # lr ~0 keeps the starting weights, so the run's weights must be the model's.
-  params, _ = model_io.load_model_dir(exported)
+  params, _ = model_dir.load_model_dir(exported)
   config = tiny(demo_data, steps=1)
   config.optim.lr = 1e-12
   config.init.checkpoint = str(exported)
@@ -230,7 +230,7 @@ def test_weight_average_is_checkpointed_resumed_and_exported(trained_run, demo_d
   jax.tree.map(np.testing.assert_array_equal, average, expected)
 
   export.export_model(resumed, tmp_path / "model", "latest")
-  exported, _ = model_io.load_model_dir(tmp_path / "model")
+  exported, _ = model_dir.load_model_dir(tmp_path / "model")
   jax.tree.map(np.testing.assert_array_equal, exported["generator"], average["generator"])
 
   # A run that kept no average cannot resume with one; its checkpoints stay as they were.

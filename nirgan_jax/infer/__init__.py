@@ -3,5 +3,5 @@ figures, and the import of the original PyTorch checkpoints. (``nirgan_jax.evalu
 models over a built dataset, so it lives outside: it reads through the input pipeline.)
 
 Nothing here imports the training side (step, loop, checkpoints, input pipeline) or optax;
-the model directory (``model_io``) is the contract between the two.
+the model directory (``model_dir``) is the contract between the two.
 """

@@ -4,7 +4,7 @@
         [--input_order rgb|bgr]
     python -m nirgan_jax.import_torch satclip SATCLIP.ckpt --out DIR
 
-Both write a model directory (``nirgan_jax.model_io``); either path may be local or a cloud
+Both write a model directory (``nirgan_jax.infer.model_dir``); either path may be local or a cloud
 URI (``gs://``). The architecture (ngf,
 number of ResNet blocks, ndf, PatchGAN depth, SatCLIP degree and widths,
 post-correction) is read off the tensor shapes; what shapes cannot tell (the
@@ -38,7 +38,7 @@ from flax import traverse_util
 
 from nirgan_jax import errors, models, paths
 from nirgan_jax.errors import NirganError, import_extra
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.models import config as model_config
 from nirgan_jax.models import generator as generator_lib
 
@@ -425,13 +425,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   out = paths.as_path(args.out)
   if out.exists() and not args.overwrite:
     raise errors.UsageError(f"{out}: output exists (pass --overwrite to replace it)")
-  model_io.check_output(out, args.overwrite)
+  model_dir.check_output(out, args.overwrite)
   if args.kind == "nirgan":
     params, config = import_nirgan(args.checkpoint, args.inject_style, args.harmonics,
                                    args.input_order)
   else:
     params, config = import_satclip(args.checkpoint, args.harmonics)
-  model_io.save_model_dir(out, params, config, overwrite=args.overwrite)
+  model_dir.save_model_dir(out, params, config, overwrite=args.overwrite)
   counts = ", ".join(f"{name} {models.count_params(tree):,}" for name, tree in params.items())
   print(f"wrote {out} ({counts} parameters)")
   return 0

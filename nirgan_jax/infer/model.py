@@ -17,7 +17,7 @@ import numpy as np
 from jax import export as jax_export
 
 from nirgan_jax import errors, models, paths
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 
 
 @dataclasses.dataclass
@@ -67,15 +67,15 @@ def load_model(path: str | os.PathLike, conv_impl: str | None = "auto",
   """
   path = paths.as_path(path)
   if not path.exists():
-    raise model_io.ModelDirError(f"{path}: no such model directory or checkpoint")
+    raise model_dir.ModelDirError(f"{path}: no such model directory or checkpoint")
   if path.is_dir():
-    params, config = model_io.load_model_dir(path)
+    params, config = model_dir.load_model_dir(path)
   else:
     from nirgan_jax.infer import import_torch
 
     params, config = import_torch.import_nirgan(path, inject_style)
   if "generator" not in params:
-    raise model_io.ModelDirError(f"{path}: holds no generator (it has {sorted(params)})")
+    raise model_dir.ModelDirError(f"{path}: holds no generator (it has {sorted(params)})")
   config = ml_collections.ConfigDict(config.to_dict())
   check_model(path, config, params)
   if conv_impl is not None:
@@ -96,10 +96,10 @@ def check_model(path: str | os.PathLike, config: ml_collections.ConfigDict,
       jax.eval_shape(inference_fn(config), params["generator"], params.get("satclip", {}),
                      *probe)
   except (AttributeError, KeyError, TypeError, ValueError, flax.errors.FlaxError) as e:
-    raise model_io.ModelDirError(f"{path}: its config and parameters do not make a model "
+    raise model_dir.ModelDirError(f"{path}: its config and parameters do not make a model "
                                  f"({errors.one_line(e)})") from e
   if no_satclip:
-    raise model_io.ModelDirError(
+    raise model_dir.ModelDirError(
         f"{path}: the generator injects SatCLIP but no SatCLIP encoder is stored with it; "
         "export it from a training run, or import the NIR-GAN checkpoint that embeds it")
 
@@ -120,16 +120,16 @@ def inference_fn(config: ml_collections.ConfigDict, pad: bool = True
   return predict
 
 
-def load_exported(model_dir: str | os.PathLike) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def load_exported(directory: str | os.PathLike) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """``f(rgb (B,H,W,3), lonlat (B,2)) -> nir (B,H,W,1)`` from a model directory's serialized
   program and its parameters: needs neither the model code nor the config."""
-  model_dir = paths.as_path(model_dir)
-  path = model_dir / model_io.EXPORTED_FILE
+  directory = paths.as_path(directory)
+  path = directory / model_dir.EXPORTED_FILE
   if not path.is_file():
-    raise model_io.ModelDirError(
-        f"{model_dir}: no {model_io.EXPORTED_FILE} (export with --jax_export)")
+    raise model_dir.ModelDirError(
+        f"{directory}: no {model_dir.EXPORTED_FILE} (export with --jax_export)")
   exported = jax_export.deserialize(bytearray(path.read_bytes()))
-  params, _ = model_io.load_model_dir(model_dir)
+  params, _ = model_dir.load_model_dir(directory)
   g_params, satclip_params = params["generator"], params.get("satclip", {})
 
   def predict(rgb, lonlat):

@@ -10,7 +10,7 @@
 MODEL is a model directory (``nirgan_jax.export`` or ``nirgan_jax.import_torch``) or an
 original NIR-GAN ``.ckpt``, local or on cloud storage (``gs://``); the GeoTIFFs are local
 files. The raster is read window by window (``geotiff``) and predicted
-in overlapping tiles, blended with a smooth window (``tiled``, ``tiling``); memory is bounded
+in overlapping tiles, blended with a smooth window (``tiled``, ``tile_grid``); memory is bounded
 by one strip of tiles. Each tile's SatCLIP location is its centre, from the raster's CRS
 (``--lonlat`` for rasters without one). Outputs (``products``) keep the CRS, transform and
 the input's nodata mask, and are written to a temporary file renamed at the end
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from nirgan_jax import errors, paths
 from nirgan_jax.errors import NirganError
-from nirgan_jax.infer import geotiff, outputs, products, tiled, tiling
+from nirgan_jax.infer import geotiff, outputs, products, tile_grid, tiled
 from nirgan_jax.infer.model import Model, load_model
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -289,10 +289,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
   if lonlat is not None and (len(lonlat) != 2 or not -180 <= lonlat[0] <= 180
                              or not -90 <= lonlat[1] <= 90):
     raise errors.UsageError(f"--lonlat needs LON,LAT in degrees, got {args.lonlat!r}")
-  if args.tile % tiling.ALIGN or args.overlap % tiling.ALIGN or not (
+  if args.tile % tile_grid.ALIGN or args.overlap % tile_grid.ALIGN or not (
       0 <= args.overlap < args.tile):
     raise errors.UsageError(f"--tile {args.tile} and --overlap {args.overlap} must be "
-                            f"multiples of {tiling.ALIGN} with 0 <= overlap < tile")
+                            f"multiples of {tile_grid.ALIGN} with 0 <= overlap < tile")
   check_positive(args, "scale", "match_scale", "batch_size", "match_band")
   co = tuple(getattr(args, "co", None) or ())
   creation_options(co)  # refused here, before any work

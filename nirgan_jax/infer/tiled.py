@@ -3,7 +3,7 @@
 An image is anything that follows ``ImageSource``: its size, a ``read`` of one window as
 reflectance and validity, and the lon/lat of points in it. ``ArraySource`` holds an image
 in memory; ``geotiff.GeoTiffSource`` reads one from a GeoTIFF (or a window of it).
-``predict_tiles`` feeds the tiles of ``tiling`` (which see the image as reflect-padded by the
+``predict_tiles`` feeds the tiles of ``tile_grid`` (which see the image as reflect-padded by the
 model's ``pad`` at its own edges) to the generator in fixed-size batches and hands back the
 blended NIR band by band of rows, so memory is one strip of tiles whatever the image height.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from nirgan_jax.infer import tiling
+from nirgan_jax.infer import tile_grid
 
 if TYPE_CHECKING:
   from nirgan_jax.infer.model import Model
@@ -86,14 +86,14 @@ class ArraySource:
 
 
 def image_tiles(model: Model, height: int, width: int, tile: int = TILE,
-                overlap: int = OVERLAP) -> list[tiling.Tile]:
+                overlap: int = OVERLAP) -> list[tile_grid.Tile]:
   """The tiles ``predict_tiles`` runs over an image of this size, row by row."""
   # The generator's training context (config.pad) comes from the neighbouring pixels inside
   # the image and from reflection outside it, so tiles go through the generator unpadded.
-  return tiling.tiles(height, width, tile, overlap, model.pad)
+  return tile_grid.tiles(height, width, tile, overlap, model.pad)
 
 
-def read_tile(source: ImageSource, t: tiling.Tile) -> tuple[np.ndarray, np.ndarray]:
+def read_tile(source: ImageSource, t: tile_grid.Tile) -> tuple[np.ndarray, np.ndarray]:
   """(size, size, 3) reflectance, reflect-padded where the tile lies outside the image, and
   the (size, size) validity mask (False outside the image)."""
   top, left = max(t.row, 0), max(t.col, 0)
@@ -107,7 +107,7 @@ def read_tile(source: ImageSource, t: tiling.Tile) -> tuple[np.ndarray, np.ndarr
   return rgb, valid
 
 
-def tile_lonlat(source: ImageSource, batch: list[tiling.Tile]) -> np.ndarray:
+def tile_lonlat(source: ImageSource, batch: list[tile_grid.Tile]) -> np.ndarray:
   """(B, 2) lon/lat of the centre of the part of each tile that lies inside the image."""
   rows = [(max(t.row, 0) + min(t.row + t.size, source.height)) / 2 for t in batch]
   cols = [(max(t.col, 0) + min(t.col + t.size, source.width)) / 2 for t in batch]
@@ -131,7 +131,7 @@ def predict_tiles(model: Model, source: ImageSource, write_rows: RowWriter, tile
   finished band of rows, top to bottom (the generator's raw output, NaN where the input is
   not valid). ``progress.update(n)`` (e.g. a tqdm bar) is told of every batch of tiles.
   Returns the number of valid pixels."""
-  blender = tiling.StripBlender(source.height, source.width, tile, channels=2)
+  blender = tile_grid.StripBlender(source.height, source.width, tile, channels=2)
   valid_pixels = 0
   for batch in _batches(image_tiles(model, source.height, source.width, tile, overlap),
                         batch_size):

@@ -3,7 +3,7 @@
     python -m nirgan_jax.export --workdir runs/demo --out models/demo [--step best|latest|N]
         [--jax_export] [--overwrite]
 
-Writes a model directory (``model_io``: ``config.json`` with the architecture sections and
+Writes a model directory (``model_dir``: ``config.json`` with the architecture sections and
 ``params/`` with the generator and, if the model injects SatCLIP, the encoder) that
 ``predict`` and ``evaluate`` load without any training code, the same format the PyTorch
 import writes; ``--workdir`` and ``--out`` may be local or cloud URIs (``gs://``).
@@ -29,7 +29,7 @@ from jax import export as jax_export
 
 from nirgan_jax import errors, models, paths
 from nirgan_jax.infer import model as infer_model
-from nirgan_jax.infer import model_io
+from nirgan_jax.infer import model_dir
 from nirgan_jax.models import config as model_config
 from nirgan_jax.models.generator import SIZE_MULTIPLE
 from nirgan_jax.train import checkpointing
@@ -65,7 +65,7 @@ def export_model(workdir: str | os.PathLike, out: str | os.PathLike, which: str 
                  with_program: bool = False, overwrite: bool = False) -> epath.Path:
   """Writes the inference model directory of ``workdir``'s checkpoint ``which``."""
   out = paths.as_path(out)
-  model_io.check_output(out, overwrite)
+  model_dir.check_output(out, overwrite)
   params, metadata, step = checkpointing.restore_weights(workdir, which)
   config = ml_collections.ConfigDict(metadata["config"])
   model_cfg = inference_config(config)
@@ -77,8 +77,8 @@ def export_model(workdir: str | os.PathLike, out: str | os.PathLike, which: str 
     weights["satclip"] = params["satclip"]
   model_cfg.source = ml_collections.ConfigDict(dict(
       workdir=str(paths.as_path(workdir)), step=step, seed=config.seed))
-  extra = {model_io.EXPORTED_FILE: export_program(model_cfg, weights)} if with_program else {}
-  return model_io.save_model_dir(out, weights, model_cfg, overwrite=overwrite, extra_files=extra)
+  extra = {model_dir.EXPORTED_FILE: export_program(model_cfg, weights)} if with_program else {}
+  return model_dir.save_model_dir(out, weights, model_cfg, overwrite=overwrite, extra_files=extra)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--out", required=True, help="model directory to write")
   parser.add_argument("--step", default="best", help="best (lowest val L1), latest, or a step")
   parser.add_argument("--jax_export", action="store_true",
-                      help=f"also write {model_io.EXPORTED_FILE} "
+                      help=f"also write {model_dir.EXPORTED_FILE} "
                            f"(jax.export for {', '.join(PLATFORMS)})")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   return parser.parse_args(argv)
@@ -100,11 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.step not in ("best", "latest") and not args.step.isdigit():
     raise errors.UsageError(f"--step must be best, latest or a step number, got {args.step!r}")
   out = export_model(args.workdir, args.out, args.step, args.jax_export, args.overwrite)
-  params, config = model_io.load_model_dir(out)
+  params, config = model_dir.load_model_dir(out)
   print(f"wrote {out} (step {config.source.step}; generator "
         f"{models.count_params(params['generator']):,} parameters"
         + (", SatCLIP encoder" if "satclip" in params else "")
-        + (f", {model_io.EXPORTED_FILE}" if args.jax_export else "") + ")")
+        + (f", {model_dir.EXPORTED_FILE}" if args.jax_export else "") + ")")
   return 0
 
 

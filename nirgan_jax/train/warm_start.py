@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 
 from nirgan_jax import errors, models, paths
-from nirgan_jax.infer import import_torch, model_io
+from nirgan_jax.infer import import_torch, model_dir
 from nirgan_jax.train import checkpointing
 from nirgan_jax.train import mesh as mesh_lib
 from nirgan_jax.train.state import TrainState
@@ -49,7 +49,7 @@ def load_satclip_params(config: ml_collections.ConfigDict, nirgan: models.NIRGAN
     return models.init_location_encoder(nirgan, rng)
   source = paths.as_path(path)
   if source.is_dir():
-    params, saved = model_io.load_model_dir(source)
+    params, saved = model_dir.load_model_dir(source)
   else:
     params, saved = import_torch.import_satclip(source)
   for key in ("legendre_polys", "harmonics", "dim_hidden", "num_hidden_layers", "embed_dim"):
@@ -70,8 +70,8 @@ def load_init_weights(config: ml_collections.ConfigDict) -> dict[str, Any]:
   if not source.exists():
     raise checkpointing.CheckpointNotFoundError(
         f"init.checkpoint {path}: no such file or directory")
-  if (source / model_io.CONFIG_FILE).is_file():
-    params, _ = model_io.load_model_dir(source)
+  if (source / model_dir.CONFIG_FILE).is_file():
+    params, _ = model_dir.load_model_dir(source)
   elif source.is_file():
     params, _ = import_torch.import_nirgan(source, config.model.injection.style,
                                            config.satclip.harmonics)
