@@ -28,9 +28,7 @@ from rasterio.windows import Window
 from benchmarks import common
 from nirgan_jax import models
 from nirgan_jax.infer import model as inference
-from nirgan_jax.infer import (
-  predict,
-)
+from nirgan_jax.infer import model_dir, predict
 from nirgan_jax.models import config as model_config
 
 
@@ -52,7 +50,7 @@ def write_scene(path: Path, size: int, strip: int = 512) -> None:
                 window=Window(0, row, size, h))
 
 
-def model_dir(path: Path, size: str) -> Path:
+def write_model(path: Path, size: str) -> Path:
   """A generator of the reference size ("full") or the test size ("tiny", for measuring
   memory on very large scenes in minutes), random weights, SatCLIP injection."""
   config = model_config.get_config()
@@ -99,7 +97,7 @@ def main() -> None:
     tmp = Path(tmp)
     write_scene(tmp / "scene.tif", size)
     write_scene(tmp / "warmup.tif", args.tile + 8)
-    model = inference.load_model(model_dir(tmp / "model", args.generator))
+    model = inference.load_model(write_model(tmp / "model", args.generator))
     options = predict.Options(tile=args.tile, overlap=args.overlap,
                               batch_size=args.batch_size)
     predict.predict_file(model, tmp / "warmup.tif", tmp / "warmup_nir.tif", options, False)

@@ -39,6 +39,7 @@ import ast
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -155,8 +156,9 @@ def _read_image(place: str, name: str, path: Path, bands: list[int], scale: floa
   return Image(place, name, np.where(valid[..., None], reflectance, 0.0), valid, lonlat)
 
 
-def read_images() -> list[Image]:
-  """Every image of every place, whole."""
+@functools.cache
+def read_images() -> tuple[Image, ...]:
+  """Every image of every place, whole (read once per process)."""
   images = []
   with (S2_100K / "index.csv").open(newline="") as f:
     for row in csv.DictReader(f):
@@ -170,7 +172,7 @@ def read_images() -> list[Image]:
     images.append(_read_image(PLACE_OF_FILE[image.path.name], image.name, image.path,
                               list(image.bands), image.scale, image.offset, image.nodata,
                               rgbn_geotiff.DEFAULT_NODATA))
-  return images
+  return tuple(images)
 
 
 def check_places() -> None:
@@ -187,9 +189,11 @@ def check_places() -> None:
 
 # --- Training data: the builders' output, by place --------------------------------------
 
+@functools.cache
 def build_sources(data_dir: Path) -> dict[str, list[dict]]:
   """Builds (or reuses) both folders with ``data_prep`` and returns each config source's
-  examples, every split, in the stored form."""
+  examples, every split, in the stored form (read once per process: a job process trains
+  many runs)."""
   out = {}
   for key, dataset, folder in (("s2_100k", "s2_100k", S2_100K),
                                ("s2_more", "rgbn_geotiff", S2_MORE)):
