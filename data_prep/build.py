@@ -193,9 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"{BUILDERS[args.source].download_instructions()}")
   check_arguments(args)
   extra = parse_options(args.option, BUILDERS[args.source])
-  builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
-                          args.patch_size, args.stride, args.max_invalid_share, args.overwrite,
-                          extra, args.workers)
+  try:
+    builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
+                            args.patch_size, args.stride, args.max_invalid_share,
+                            args.overwrite, extra, args.workers)
+  except Exception as e:
+    failure = errors.storage_failure(e, environment_only=True)
+    if failure is None or failure.path:
+      raise
+    # A full or read-only disk under the shard writers' own errors, which name no file.
+    raise errors.StorageError(args.data_dir, failure.errno) from e
   if report is None:
     print(f"{builder.data_dir}: already built (pass --overwrite to rebuild)")
     return 0

@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   table = markdown_table(rows)
   title = (f"# {args.dataset} ({args.split})\n\ncentre {args.image_size} px crops; "
            f"{protocol.describe()}")
-  outputs.write_bytes_atomic(out / "metrics.md", f"{title}\n\n{table}".encode())
-  outputs.write_bytes_atomic(out / "metrics.csv", csv_table(rows).encode())
+  files = {out / "metrics.md": f"{title}\n\n{table}".encode(),
+           out / "metrics.csv": csv_table(rows).encode()}
   if samples["rgb"]:
     rgb, nir = np.stack(samples["rgb"]), np.stack(samples["nir"])
     for name, preds in samples["pred"].items():
@@ -208,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       image = io.BytesIO()
       fig.savefig(image, format="png", dpi=120)
       figures.plt.close(fig)
-      outputs.write_bytes_atomic(out / f"figures_{name}.png", image.getvalue())
+      files[out / f"figures_{name}.png"] = image.getvalue()
+  outputs.write_files_atomic(files)
   print(f"centre {args.image_size} px crops; {protocol.describe()}")
   print(table, end="")
   print(f"wrote {out / 'metrics.md'} and {out / 'metrics.csv'}")

@@ -30,9 +30,8 @@ from data_fixtures import write_geotiff
 # An absl record (INFO, WARNING, ERROR) or a Python logging one: not a line of the refusal.
 LOG_RECORD = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "
                         r"|^(INFO|WARNING|ERROR):\S+:")
-# libtiff, under GDAL, prints each write that failed for space itself.
-LIBTIFF_WRITE_ERROR = re.compile(r"^_tiff\w+Proc: No space left on device\.$")
 
+LISTING = "--listing--"  # what the tool printed is above it, the files it left below
 STEPS = (2, 4, 6)  # the base run's checkpoints
 
 
@@ -331,11 +330,15 @@ def _unshare_tmpfs_available() -> bool:
 
 @pytest.mark.skipif(not _unshare_tmpfs_available(),
                     reason="no user and mount namespaces to mount a small tmpfs in")
-@pytest.mark.parametrize("tool", ["train", "export", "predict"])
+@pytest.mark.parametrize("tool", ["train", "export", "predict", "evaluate", "timeseries", "prep"])
 def test_a_real_full_filesystem_is_one_line(tool, base_run, demo_data, tmp_path):
   """A 1 MB tmpfs, mounted in a namespace of the tool's own, filled but for 64 KB."""
   full = tmp_path / "full"
   full.mkdir()
+  rng = np.random.default_rng(0)
+  if tool in ("predict", "evaluate", "timeseries"):
+    model = tmp_path / "model"
+    export.export_model(base_run, model, "latest")
   if tool == "train":
     argv = ["nirgan_jax.train", "--config", str(TINY_CONFIG), "--workdir", f"{full}/run",
             f"--config.data.data_dir={demo_data}", "--config.train.num_train_steps=4",
@@ -344,11 +347,26 @@ def test_a_real_full_filesystem_is_one_line(tool, base_run, demo_data, tmp_path)
   elif tool == "export":
     argv = ["nirgan_jax.export", "--workdir", str(base_run), "--out", f"{full}/model"]
     destination, left = f"{full}/model", ["filler"]
+  elif tool == "evaluate":  # a table, a JSON line and figures
+    argv = ["nirgan_jax.evaluate", "--model", str(model), "--dataset", "nirgan_demo/small",
+            "--data_dir", str(demo_data), "--split", "test", "--image_size", "64",
+            "--protocol", "whole_same7",
+            "--figures", "4", "--out", f"{full}/evaluation", "--quiet"]
+    destination, left = f"{full}/evaluation", ["filler"]
+  elif tool == "timeseries":  # a plot and its CSV
+    dates = tmp_path / "dates"
+    dates.mkdir()
+    for date in ("2023-05-01", "2023-07-01"):
+      write_geotiff(dates / f"{date}.tif", rng.integers(1, 3000, (4, 512, 512)).astype(np.uint16),
+                    "EPSG:32632", from_origin(500_000, 5_200_000, 10, 10))
+    argv = ["nirgan_jax.timeseries", str(dates), "--model", str(model), "--window", "512",
+            "--out", f"{full}/ndvi.png", "--quiet"]
+    destination, left = f"{full}/ndvi", ["filler"]
+  elif tool == "prep":  # the demo's TFDS build
+    argv = ["data_prep.build", "nirgan_demo", "--config", "small", "--data_dir", f"{full}/tfds"]
+    destination, left = f"{full}/tfds", ["filler"]
   else:
-    model = tmp_path / "model"
-    export.export_model(base_run, model, "latest")
     scene = tmp_path / "scene.tif"
-    rng = np.random.default_rng(0)
     write_geotiff(scene, rng.integers(1, 3000, (3, 256, 256)).astype(np.uint16), "EPSG:32632",
                   from_origin(500_000, 5_200_000, 10, 10))
     argv = ["nirgan_jax.predict", str(scene), "--model", str(model), "--out",
@@ -356,20 +374,22 @@ def test_a_real_full_filesystem_is_one_line(tool, base_run, demo_data, tmp_path)
     destination, left = f"{full}/nir.tif", ["filler"]
   script = (f"mount -t tmpfs -o size=1m tmpfs {full} && head -c {1024 * 1024 - 65536} "
             f"/dev/zero > {full}/filler && {sys.executable} -m {' '.join(argv)}; status=$?; "
-            f"ls -A {full}; ls {full}/run/checkpoints 2>/dev/null; exit $status")
+            f"echo {LISTING}; ls -A {full}; ls {full}/run/checkpoints 2>/dev/null; exit $status")
   process = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO,
                            capture_output=True, text=True, timeout=600)
   assert process.returncode == 1, process.stderr[-3000:]
-  listed = process.stdout.split()
+  listed = process.stdout.split(LISTING)[-1].split()
   assert listed[:len(left)] == left, listed  # nothing written, not even partly
   assert not [name for name in listed[len(left):] if name.isdigit()]  # no step appeared
   assert "Traceback" not in process.stderr, process.stderr[-5000:]
-  if tool == "train":  # its log records run over several lines (parameter tables, TensorFlow's)
-    lines = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+  if tool in ("train", "prep"):  # log records over several lines (parameter tables); TFDS's
+    # progress bars, which may leave the cursor mid-line above the error
+    lines = [line[line.index("error:"):] for line in process.stderr.splitlines()
+             if "error:" in line]
   else:
     lines = [line for line in process.stderr.splitlines() if line.strip()
-             and not LOG_RECORD.match(line) and not LIBTIFF_WRITE_ERROR.match(line)]
+             and not LOG_RECORD.match(line)]
   assert len(lines) == 1, process.stderr[-3000:]
   assert lines[0].startswith(f"error: {destination}"), lines
-  assert lines[0].endswith("No space left on device)" if tool != "train" else
-                           "No space left on device"), lines
+  assert lines[0].endswith("No space left on device" if tool in ("train", "prep") else
+                           "No space left on device)"), lines

@@ -1,6 +1,7 @@
 """outputs: atomic files and directories with the umask's permissions, read without
 changing the umask."""
 
+import errno
 import os
 import stat
 
@@ -110,3 +111,32 @@ def test_exchange_swaps_two_directories(tmp_path):
     pytest.skip("this filesystem cannot exchange paths atomically")
   assert [p.name for p in a.iterdir()] == ["from_b"]
   assert [p.name for p in b.iterdir()] == ["from_a"]
+
+
+class _FullDisk(bytes):
+  """Contents whose write fails as it would on a full disk (a write() names no file)."""
+
+
+def test_files_written_together_appear_all_or_none(tmp_path, monkeypatch):
+  kept = tmp_path / "table.csv"
+  kept.write_bytes(b"old table")
+  new_folder = tmp_path / "new" / "figures"
+  files = {kept: b"new table", new_folder / "a.png": b"png", new_folder / "b.png": _FullDisk()}
+  write_bytes = type(kept).write_bytes
+
+  def write_or_fail(path, data):
+    if isinstance(data, _FullDisk):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return write_bytes(path, data)
+
+  monkeypatch.setattr(type(kept), "write_bytes", write_or_fail)
+  with pytest.raises(outputs.OutputError, match=r"b\.png: cannot write it \(No space left"):
+    outputs.write_files_atomic(files)
+  monkeypatch.undo()
+  assert kept.read_bytes() == b"old table"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]  # no folder, no temp
+
+  files[new_folder / "b.png"] = b"png"
+  outputs.write_files_atomic(files)
+  assert {p: p.read_bytes() for p in files} == files
+  assert sorted(p.name for p in new_folder.iterdir()) == ["a.png", "b.png"]

@@ -16,7 +16,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from nirgan_jax import errors, paths
@@ -95,14 +95,40 @@ def write_failure(path: str | os.PathLike, error: BaseException) -> NirganError 
   """``error``, raised while ``path`` was written, as one line with the filesystem's reason,
   where a library's message lost it (GDAL reports a full disk as a failed read of what it
   wrote); None if ``error`` says what it is already or is no filesystem's doing."""
-  if (not isinstance(error, Exception) or isinstance(error, NirganError)
-      or isinstance(error, OSError) and error.errno is not None):  # rasterio's have none
+  if not isinstance(error, Exception) or isinstance(error, NirganError):
     return None
+  if isinstance(error, OSError) and error.errno is not None:  # rasterio's have none
+    if error.filename is not None:
+      return None
+    # A failed write() names no file: the one line needs the output's.
+    return OutputError(f"{path}: cannot write it ({os.strerror(error.errno)})")
   failure = errors.storage_failure(error)
   if failure is not None:
     return failure
   code = _filesystem_refusal(Path(path).parent)
   return None if code is None else OutputError(f"{path}: cannot write it ({os.strerror(code)})")
+
+
+def quiet_libtiff_fallback_errors() -> None:
+  """Stops libtiff printing, on stderr, errors that reach the command anyway.
+
+  GDAL reports a failed write of a GeoTIFF's strips (a full disk) through libtiff's
+  process-wide error handler, whose default prints ``_tiffWriteProc: No space left on
+  device.`` above the command's one error line, while the same failure reaches rasterio as an
+  exception (``write_failure`` names its cause). Only that default is removed: errors GDAL
+  routes per file are raised as before. Linux only (libtiff is found among the process's
+  mapped files, where rasterio's wheel or the system put it); elsewhere nothing changes.
+  """
+  import rasterio  # noqa: F401  (loads GDAL and its libtiff)
+  try:
+    with open("/proc/self/maps") as maps:
+      libraries = {line.split()[-1] for line in maps if "/libtiff" in line}
+  except OSError:
+    return
+  for library in libraries:
+    # Not loadable by its path, or without the symbol: nothing to turn off.
+    with contextlib.suppress(OSError, AttributeError):
+      ctypes.CDLL(library).TIFFSetErrorHandler(None)
 
 
 def _remove(path: Path) -> None:
@@ -163,6 +189,8 @@ def replacing(path: str | Path, directory: bool = False,
     if not same_kind or (replaceable is not None and not replaceable(path)):
       what = "a model directory" if directory else "a file this tool wrote"
       raise OutputError(f"{path}: exists and is not {what}; refusing to replace it")
+  made_folders = [folder for folder in (path.parent, *path.parent.parents)
+                  if not folder.exists()]
   path.parent.mkdir(parents=True, exist_ok=True)
   prefix = f".{path.name}."
   if directory:
@@ -182,9 +210,25 @@ def replacing(path: str | Path, directory: bool = False,
   except BaseException as e:
     failure = write_failure(path, e)  # before removing: that frees space
     _remove(tmp)
+    for folder in made_folders:  # deepest first; kept if anything else is in it now
+      with contextlib.suppress(OSError):
+        folder.rmdir()
     if failure is not None:
       raise failure from e
     raise
+
+
+def write_files_atomic(files: Mapping[str | os.PathLike, bytes]) -> None:
+  """Writes every file of ``files`` (path: contents), each as ``write_bytes_atomic`` does;
+  locally, none is renamed into place until all are written, so that a failure leaves none
+  of them (and no folder made for them) and every previous version untouched."""
+  if any(paths.is_cloud(path) for path in files):
+    for path, data in files.items():
+      write_bytes_atomic(path, data)
+    return
+  with contextlib.ExitStack() as stack:  # renames in reverse order once every write is done
+    for path, data in files.items():
+      stack.enter_context(replacing(path)).write_bytes(data)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

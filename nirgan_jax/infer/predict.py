@@ -324,6 +324,7 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
 @errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  outputs.quiet_libtiff_fallback_errors()
   options = options_from_args(args)
   inputs = expand_inputs(args.inputs)
   out_paths = output_paths(inputs, paths.local_path(args.out, LOCAL_OUTPUT), options)

@@ -206,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   image = io.BytesIO()
   fig.savefig(image, format="png", dpi=120)
   figures.plt.close(fig)
-  outputs.write_bytes_atomic(csv_path, csv_text(observations).encode())
-  outputs.write_bytes_atomic(out, image.getvalue())
+  outputs.write_files_atomic({csv_path: csv_text(observations).encode(),
+                              out: image.getvalue()})
   print(f"wrote {out} and {csv_path} ({len(observations)} dates)")
   return 0
 
