@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,6 +157,50 @@ def test_resume_through_the_command_line_says_it_in_one_warning(base_run, demo_d
   assert (workdir / "checkpoints" / checkpointing.UNREADABLE_DIR / "6" / "generator").is_dir()
 
 
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(workdir: Path, data_dir: Path, steps: int) -> list[str]:
+  """Trains ``workdir`` to ``steps`` with two processes of ``jax.distributed`` on loopback;
+  returns what each printed."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={jax.device_count() // 2}")
+  address = f"127.0.0.1:{_free_port()}"
+  processes = [subprocess.Popen(
+      [sys.executable, "-m", "nirgan_jax.train", "--config", str(TINY_CONFIG), "--workdir",
+       str(workdir), f"--config.data.data_dir={data_dir}",
+       f"--config.train.num_train_steps={steps}", "--config.train.image_every=0",
+       f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  printed = [p.communicate(timeout=600)[0] for p in processes]
+  for process, output in zip(processes, printed, strict=True):
+    assert process.returncode == 0, output[-3000:]
+  return printed
+
+
+def test_processes_of_one_run_set_aside_a_step_only_one_of_them_cannot_read(demo_data,
+                                                                            tmp_path):
+  """Process 1's iterator state of step 4 garbled: process 0 reads the step, yet both set it
+  aside once and resume from step 2, as one run."""
+  workdir = tmp_path / "run"
+  _two_processes(workdir, demo_data, 4)
+  assert _steps(workdir) == [2, 4]
+  (workdir / "checkpoints" / "4" / "data_iter" / "process_1-of-2.json").write_text("\x00garbage")
+  printed = _two_processes(workdir, demo_data, 6)
+  warnings = [[line for line in output.splitlines() if "is unreadable" in line]
+              for output in printed]
+  assert [len(w) for w in warnings] == [1, 1], warnings
+  assert "checkpoint step 4 is unreadable (unreadable on another process)" in warnings[0][0]
+  assert "checkpoint step 4 is unreadable" in warnings[1][0]
+  assert all("resumed from step 2" in output for output in printed)
+  assert _steps(workdir) == [2, 4, 6]
+  assert checkpointing.set_aside_steps(workdir / "checkpoints") == ["4"]
+
+
 def test_no_readable_step_is_refused_and_stays_refused(base_run, demo_data, tmp_path, caplog):
   workdir = _copy(base_run, tmp_path)
   for step in STEPS:
@@ -242,8 +287,10 @@ def _hold_in_a_process(workdir: Path, forks: bool = False) -> subprocess.Popen:
       "import os, sys, time\n"
       "from nirgan_jax.train import workdir_lock\n"
       "with workdir_lock.hold(sys.argv[1]):\n"
-      f"  if {forks} and os.fork() == 0:\n"
-      "    time.sleep(600); os._exit(0)\n"
+      "  started, child_runs = os.pipe()\n"
+      f"  if {forks} and os.fork() == 0:\n"  # the child's fork hooks have run once it writes
+      "    os.write(child_runs, b'x'); time.sleep(600); os._exit(0)\n"
+      f"  if {forks}: os.read(started, 1)\n"
       "  print('held', flush=True)\n"
       "  time.sleep(600)\n")
   process = subprocess.Popen([sys.executable, "-c", script, str(workdir)], cwd=REPO,

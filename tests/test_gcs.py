@@ -13,6 +13,7 @@ fixed at storage.googleapis.com, so here epath is sent to gcsfs.
 """
 
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -238,3 +239,27 @@ def test_data_prep_refuses_to_build_into_the_bucket(emulator):
                                                  "ArrayRecord files"):
     build.build("nirgan_demo", f"{ROOT}/tfds_new", config="small")
   assert emulator.objects("tfds_new/") == []
+
+
+def test_a_damaged_step_in_the_bucket_is_copied_aside_and_training_resumes(gcs_run, gcs_data,
+                                                                            emulator, caplog):
+  """Run after the tests that read the run: it damages its newest step (4) by removing the
+  generator's OCDBT manifests, as an interrupted copy would leave it."""
+  step_dir = f"run/{checkpointing.CHECKPOINTS_DIR}/4"
+  damaged = [name for name in emulator.objects(f"{step_dir}/generator/")
+             if name.endswith("manifest.ocdbt")]
+  assert damaged
+  for name in damaged:
+    emulator.bucket.blob(name).delete()
+  kept = {name[len(step_dir):] for name in emulator.objects(f"{step_dir}/")}
+  caplog.set_level(logging.INFO)
+  config = load_config_file(TINY_CONFIG)
+  config.data.data_dir = gcs_data
+  config.train.num_train_steps = 6
+  loop.train_and_evaluate(config, f"{ROOT}/run")
+  warnings = [r.getMessage() for r in caplog.records if "is unreadable" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].startswith("checkpoint step 4 is unreadable")
+  assert "resumed from step 2" in caplog.text
+  assert emulator.steps("run") == [2, 4, 6]  # 4 trained again
+  aside = f"run/{checkpointing.CHECKPOINTS_DIR}/{checkpointing.UNREADABLE_DIR}/4"
+  assert {name[len(aside):] for name in emulator.objects(f"{aside}/")} == kept  # every file

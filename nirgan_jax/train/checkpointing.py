@@ -38,6 +38,7 @@ UNREADABLE_DIR = "unreadable"  # in CHECKPOINTS_DIR: steps set aside, not a step
 WEIGHT_ITEMS = ("generator", "discriminator", "satclip")
 GENERATOR_EMA = "generator_ema"
 METADATA_ITEM = "metadata"
+DATA_ITER_ITEM = "data_iter"  # Grain's iterator state: a JSON file per process
 METRICS_ITEM = "metrics"  # written by the checkpoint manager itself
 COMMIT_MARKER = "commit_success.txt"  # what marks a step complete on cloud storage
 
@@ -132,7 +133,7 @@ def save(manager: ocp.CheckpointManager, step: int, g_state, d_state, satclip_pa
   items = dict(
       generator=ocp.args.StandardSave(g_state.stored()),
       discriminator=ocp.args.StandardSave(d_state.stored()),
-      data_iter=grain.checkpoint.CheckpointSave(data_iterator),
+      **{DATA_ITER_ITEM: grain.checkpoint.CheckpointSave(data_iterator)},
       metadata=ocp.args.JsonSave(metadata),
   )
   if g_state.ema_params is not None:
@@ -194,7 +195,7 @@ def restore(manager: ocp.CheckpointManager, step: int, g_state, d_state, data_it
       _check_fits(step_dir / item, item_params)
     items = {item: ocp.args.StandardRestore(target) for item, target in targets.items()}
     restored = manager.restore(step, args=ocp.args.Composite(
-        data_iter=grain.checkpoint.CheckpointRestore(data_iterator),
+        **{DATA_ITER_ITEM: grain.checkpoint.CheckpointRestore(data_iterator)},
         metadata=ocp.args.JsonRestore(), **items))
     metadata = _checked_metadata(restored.metadata)
   state = lambda target, stored, **fields: target.replace(
@@ -283,12 +284,21 @@ def _move_tree(source: epath.Path, destination: epath.Path) -> None:
   if not paths.is_cloud(source):
     source.rename(destination)
     return
-  for file in source.rglob("*"):
-    if not file.is_dir():
-      target = destination / file.relative_to(source)
-      target.parent.mkdir(parents=True, exist_ok=True)
-      file.copy(target)
+  for file in _files_under(source):
+    target = destination / file.relative_to(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    file.copy(target)
   source.rmtree()
+
+
+def _files_under(folder: epath.Path) -> Iterator[epath.Path]:
+  """Every file below ``folder``, by listing each folder (epath refuses ``rglob`` on a
+  bucket)."""
+  for path in folder.iterdir():
+    if path.is_dir():
+      yield from _files_under(path)
+    else:
+      yield path
 
 
 def set_aside_steps(directory: str | os.PathLike) -> list[str]:
@@ -314,18 +324,43 @@ def _warn_set_aside(problem: UnreadableCheckpointError, destination: epath.Path)
                   problem.reason, destination)
 
 
+def check_own_files(step_dir: epath.Path) -> None:
+  """Reads what only this process restores of ``step_dir``, its data iterator state (Grain
+  keeps one JSON file per process), without any collective; raises
+  ``UnreadableCheckpointError`` if it cannot be read.
+
+  In a multi-process run the processes must agree on a step before restoring it: a process
+  that failed inside the restore, on a file of its own, would leave the others waiting in
+  Orbax's collectives (or pair theirs with its next one)."""
+  state_file = (step_dir / DATA_ITER_ITEM
+                / f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+  if not state_file.parent.is_dir():
+    return  # a step without an iterator state: the restore says so, on every process alike
+  with reading(step_dir):
+    json.loads(state_file.read_text())
+
+
 def restore_newest_readable(manager: ocp.CheckpointManager,
                             restore_step: Callable[[int], _T]) -> tuple[int, _T]:
   """(step, ``restore_step(step)``) for the newest step that restores; each newer step that
   raises ``UnreadableCheckpointError`` is set aside with one warning line. Raises
-  ``NoReadableCheckpointError`` if none restores."""
+  ``NoReadableCheckpointError`` if none restores. Every process of a run decides alike: a
+  step is restored only once every process has read its own files of it
+  (``check_own_files``)."""
   directory = epath.Path(manager.directory)
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      result, problem = restore_step(step), None
+      check_own_files(directory / str(step))
+      problem = None
     except UnreadableCheckpointError as e:
-      result, problem = None, e
+      problem = e
     problem = _agreed_problem(problem, directory / str(step))
+    if problem is None:
+      try:
+        result = restore_step(step)
+      except UnreadableCheckpointError as e:
+        problem = e
+      problem = _agreed_problem(problem, directory / str(step))
     if problem is None:
       return step, result
     _warn_set_aside(problem, set_aside(directory, step))
