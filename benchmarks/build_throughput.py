@@ -10,8 +10,10 @@ Prints one JSON line: patches/s, per core, and input MB/s with 1 and 2 worker pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +66,8 @@ def main() -> None:
     input_bytes = write_inputs(raw, args.patches)
     for workers in args.workers:
       start = time.perf_counter()
-      _, report = build.build("s2_100k", Path(tmp) / f"tfds_{workers}", raw, workers=workers)
+      with contextlib.redirect_stdout(sys.stderr):  # TFDS announces it: stdout is the JSON's
+        _, report = build.build("s2_100k", Path(tmp) / f"tfds_{workers}", raw, workers=workers)
       seconds = time.perf_counter() - start
       written = report["total_written"]
       runs.append({"workers": workers, "patches": written, "seconds": round(seconds, 2),

@@ -11,7 +11,9 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import tempfile
 import time
 
@@ -34,8 +36,9 @@ def main() -> None:
   cores = len(os.sched_getaffinity(0))
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
-    builder, _ = build.build("nirgan_demo", tmp, patch_size=512,
-                             extra={"num_examples": args.examples})
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS announces the build: stdout is the JSON's
+      builder, _ = build.build("nirgan_demo", tmp, patch_size=512,
+                               extra={"num_examples": args.examples})
     spec = ip.SourceSpec(name=f"nirgan_demo/{builder.builder_config.name}", data_dir=tmp,
                          native_gsd_m=10.0, derived_gsd_m=(15.0, 20.0), prob_native=0.5)
     dataset = ip.train_dataset([spec], 256, global_batch_size=BATCH, seed=0)
