@@ -208,13 +208,13 @@ def test_evi_terms_average_over_its_support_only():
 
 
 def test_generator_loss_combines_weighted_terms():
-  cfg = load_config("multiscale").loss
-  assert cfg.ssim_window == 11  # the original's window
-  cfg.lambda_ssim, cfg.lambda_hist, cfg.lambda_rs = 2.0, 3.0, 4.0
+  loss_config = load_config("multiscale").loss
+  assert loss_config.ssim_window == 11  # the original's window
+  loss_config.lambda_ssim, loss_config.lambda_hist, loss_config.lambda_rs = 2.0, 3.0, 4.0
   rgb, nir = _rgbn()
   pred = nir * 0.9
   logits = jnp.full((2, 2, 2, 1), 0.25)
-  total, parts = losses.generator_loss(logits, rgb, pred, nir, cfg)
+  total, parts = losses.generator_loss(logits, rgb, pred, nir, loss_config)
   expected = (parts["g_gan"] + 100 * parts["g_l1"] + 2 * parts["g_ssim"] + 3 * parts["g_hist"]
               + 4 * parts["g_rs"])
   assert float(total) == pytest.approx(float(expected), rel=1e-6)
@@ -309,17 +309,17 @@ def test_a_nodata_block_gives_the_losses_of_the_cropped_patch():
   rgb, nir, pred = _pair()
   m_rgb, m_nir, m_pred, valid = _with_nodata_block(rgb, nir, pred)
   c_rgb, c_nir, c_pred = _crop(rgb, nir, pred)
-  cfg = load_config("multiscale").loss
-  cfg.lambda_gan = 0.0
-  cfg.lambda_ssim, cfg.lambda_hist, cfg.lambda_rs = 1.0, 1.0, 1.0
-  cfg.rs_weights = {name: 1.0 for name in indices.INDEX_NAMES}
+  loss_config = load_config("multiscale").loss
+  loss_config.lambda_gan = 0.0
+  loss_config.lambda_ssim, loss_config.lambda_hist, loss_config.lambda_rs = 1.0, 1.0, 1.0
+  loss_config.rs_weights = {name: 1.0 for name in indices.INDEX_NAMES}
 
   @jax.jit
   def all_losses(rgb, nir, pred, valid=None):
     # generator_loss holds L1, SSIM (window 11), the EMD and every index term (L1 and L2).
     (total, parts), grad = jax.value_and_grad(
-        lambda p: losses.generator_loss(None, rgb, p, nir, cfg, valid), has_aux=True)(pred)
-    rs_l2 = losses.rs_index_loss(rgb, pred, nir, dict(cfg.rs_weights), "l2", valid)[1]
+        lambda p: losses.generator_loss(None, rgb, p, nir, loss_config, valid), has_aux=True)(pred)
+    rs_l2 = losses.rs_index_loss(rgb, pred, nir, dict(loss_config.rs_weights), "l2", valid)[1]
     return {**parts, **{f"l2_{k}": v for k, v in rs_l2.items()}}, grad
 
   masked, masked_grad = all_losses(m_rgb, m_nir, m_pred, valid)

@@ -71,14 +71,14 @@ class SourceSpec:
   prob_native: float = 1.0
 
   @classmethod
-  def from_config(cls, cfg: ml_collections.ConfigDict | dict) -> SourceSpec:
-    cfg = dict(cfg)
-    cfg["derived_gsd_m"] = tuple(float(g) for g in cfg.get("derived_gsd_m", ()))
-    unknown = set(cfg) - {f.name for f in dataclasses.fields(cls)}
+  def from_config(cls, source: ml_collections.ConfigDict | dict) -> SourceSpec:
+    fields = dict(source)
+    fields["derived_gsd_m"] = tuple(float(g) for g in fields.get("derived_gsd_m", ()))
+    unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
       raise errors.ConfigError(f"unknown source keys {sorted(unknown)} in "
-                             f"{cfg.get('name', cfg)}")
-    return cls(**cfg)
+                             f"{fields.get('name', fields)}")
+    return cls(**fields)
 
 
 IN_MEMORY_PREFIX = "memory:"

@@ -251,12 +251,13 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
   """Steps ``run`` from ``run.step`` to ``train.num_train_steps``, logging, evaluating and
   checkpointing on the way; returns the last evaluation's metrics. Opens a fresh run's data
   iterator, once the step is compiled ("auto" workers time it)."""
-  cfg = config.train
-  num_steps = cfg.num_train_steps
+  train_config = config.train
+  num_steps = train_config.num_train_steps
   report_progress = ProgressLog(num_steps)
   train_step = gan_step.make_train_step(nirgan, mesh)
   # Every pixel of the crop, SSIM where its window fits (evaluation.Protocol "whole_valid<w>").
-  eval_step = gan_step.make_eval_step(nirgan, mesh, evaluation.Protocol(cfg.eval_ssim_window))
+  eval_step = gan_step.make_eval_step(nirgan, mesh,
+                                      evaluation.Protocol(train_config.eval_ssim_window))
   if data.train_iter is None:
     data.open(_fresh_workers(config, data, mesh,
                              lambda batch: _step_rate(train_step, run, batch, rng)))
@@ -268,7 +269,7 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
   # step to finish, so reading, copying and computing overlap.
   history, eval_metrics = {}, {}
   period_start = time.perf_counter()
-  with StopSignal(check_every=cfg.stop_check_every) as stop:
+  with StopSignal(check_every=train_config.stop_check_every) as stop:
     for step in range(run.step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = next(batches)
@@ -277,19 +278,19 @@ def train_loop(config: ml_collections.ConfigDict, nirgan: models.NIRGAN, mesh,
       run.step, run.iterator_state = step, batch.iterator_state
       data.gsd_shares.add(batch.host)
       report_progress(step)
-      if every(cfg.log_every, step):
-        means = _log_metrics(history, cfg.on_nonfinite)
+      if every(train_config.log_every, step):
+        means = _log_metrics(history, train_config.on_nonfinite)
         # Fetching the metrics waited for the period's last step: an exact rate.
         now = time.perf_counter()
         means["steps_per_s"] = len(history) / (now - period_start)
         writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
                                     **data.gsd_shares.scalars()})
         history, period_start = {}, now
-      if every(cfg.image_every, step):
+      if every(train_config.image_every, step):
         writer.write_images(step, {"val/panels": prediction_panels(
             eval_step, run.g_state.eval_params, run.satclip_params, data.eval_data, mesh,
-            data.global_batch, cfg.num_images)})
-      if every(cfg.eval_every, step):
+            data.global_batch, train_config.num_images)})
+      if every(train_config.eval_every, step):
         eval_metrics = evaluate(eval_step, run.g_state.eval_params, run.satclip_params,
                                 data.eval_data, mesh, data.global_batch, data.reader)
         writer.write_scalars(step, eval_metrics)

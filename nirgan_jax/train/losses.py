@@ -136,32 +136,32 @@ def rs_index_loss(rgb: jax.Array, pred_nir: jax.Array, true_nir: jax.Array,
 
 
 def generator_loss(fake_logits: jax.Array | None, rgb: jax.Array, pred_nir: jax.Array,
-                   true_nir: jax.Array, cfg: ml_collections.ConfigDict,
+                   true_nir: jax.Array, loss_config: ml_collections.ConfigDict,
                    valid: jax.Array | None = None, logit_weights: jax.Array | None = None
                    ) -> tuple[jax.Array, dict]:
   """The weighted generator objective and its parts (for logging).
 
-  ``cfg`` is the config's ``loss`` section; terms whose weight is 0 are not computed (with
-  ``lambda_gan`` 0 there is no adversarial term and ``fake_logits`` may be None).
+  ``loss_config`` is the config's ``loss`` section; terms whose weight is 0 are not computed
+  (with ``lambda_gan`` 0 there is no adversarial term and ``fake_logits`` may be None).
   ``valid`` masks the pixel terms, ``logit_weights`` (``patch_weights``) the adversarial one.
   """
   parts = {"g_l1": l1_loss(pred_nir, true_nir, valid)}
-  total = cfg.lambda_l1 * parts["g_l1"]
-  if cfg.lambda_gan:
-    parts["g_gan"] = gan_loss(fake_logits, True, cfg.gan_mode, logit_weights)
-    total = total + cfg.lambda_gan * parts["g_gan"]
-  if cfg.lambda_ssim:
-    parts["g_ssim"] = ssim_loss(pred_nir, true_nir, cfg.ssim_window, valid)
-    total = total + cfg.lambda_ssim * parts["g_ssim"]
-  if cfg.lambda_hist:
+  total = loss_config.lambda_l1 * parts["g_l1"]
+  if loss_config.lambda_gan:
+    parts["g_gan"] = gan_loss(fake_logits, True, loss_config.gan_mode, logit_weights)
+    total = total + loss_config.lambda_gan * parts["g_gan"]
+  if loss_config.lambda_ssim:
+    parts["g_ssim"] = ssim_loss(pred_nir, true_nir, loss_config.ssim_window, valid)
+    total = total + loss_config.lambda_ssim * parts["g_ssim"]
+  if loss_config.lambda_hist:
     parts["g_hist"] = emd_histogram_loss(pred_nir, true_nir, valid)
-    total = total + cfg.lambda_hist * parts["g_hist"]
-  if cfg.lambda_rs:
-    rs_total, rs_terms = rs_index_loss(rgb, pred_nir, true_nir, dict(cfg.rs_weights),
-                                       cfg.rs_criterion, valid)
+    total = total + loss_config.lambda_hist * parts["g_hist"]
+  if loss_config.lambda_rs:
+    rs_total, rs_terms = rs_index_loss(rgb, pred_nir, true_nir, dict(loss_config.rs_weights),
+                                       loss_config.rs_criterion, valid)
     parts["g_rs"] = rs_total
     parts.update({f"g_rs_{name}": value for name, value in rs_terms.items()})
-    total = total + cfg.lambda_rs * rs_total
+    total = total + loss_config.lambda_rs * rs_total
   parts["g_total"] = total
   return total, parts
 

@@ -55,11 +55,11 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
   If any loss or gradient is not finite, neither network is updated (``metrics["nonfinite"]``
   is 1) so that nothing non-finite ever reaches the parameters or the optimizer states.
   """
-  cfg = nirgan.config
+  config = nirgan.config
   rgb, nir, valid = batch["rgb"], batch["nir"], batch.get("valid")
   embedding = nirgan.embed(satclip_params, batch.get("lonlat"))
   dropout_rng = None
-  if cfg.model.generator.dropout_rate > 0:
+  if config.model.generator.dropout_rate > 0:
     dropout_rng = jax.random.fold_in(rng, g_state.step)
 
   fake, generator_pullback = jax.vjp(
@@ -68,7 +68,7 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
 
   logit_weights = None
   if valid is not None:
-    logit_weights = losses.patch_weights(valid, cfg.model.discriminator.n_layers)
+    logit_weights = losses.patch_weights(valid, config.model.discriminator.n_layers)
 
   def shown_to_d(pred):
     return pred if valid is None else jnp.where(valid > 0, pred, nir)
@@ -79,9 +79,9 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
         d_params, jnp.concatenate([rgb, rgb]),
         jnp.concatenate([nir, shown_to_d(jax.lax.stop_gradient(fake))]))
     real_logits, fake_logits = jnp.split(logits, 2)
-    return losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan_mode, logit_weights)
+    return losses.discriminator_loss(real_logits, fake_logits, config.loss.gan_mode, logit_weights)
 
-  adversarial = cfg.loss.lambda_gan != 0  # 0: a plain regression (the baselines), no D
+  adversarial = config.loss.lambda_gan != 0  # 0: a plain regression (the baselines), no D
   if adversarial:
     (d_loss, d_parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_state.params)
     new_d_state = d_state.apply_gradients(grads=d_grads)
@@ -92,7 +92,7 @@ def train_step(g_state: TrainState, d_state: TrainState, satclip_params: Any, ba
     fake_logits = None
     if adversarial:
       fake_logits = nirgan.discriminate(new_d_state.params, rgb, shown_to_d(pred))
-    return losses.generator_loss(fake_logits, rgb, pred, nir, cfg.loss, valid, logit_weights)
+    return losses.generator_loss(fake_logits, rgb, pred, nir, config.loss, valid, logit_weights)
 
   (g_loss, g_parts), loss_grad_wrt_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
   (g_grads,) = generator_pullback(loss_grad_wrt_fake)
