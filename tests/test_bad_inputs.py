@@ -639,6 +639,18 @@ def source_not_built(root, model):
                     f"--config.data.data_dir={root / 'tfds'}")
 
 
+@case("train", "data.sources: every weight must be positive", "nirgan_demo/small")
+def source_weight_zero(root, model):
+  return train_args(root, "--config.data.sources.demo.weight=0",
+                    f"--config.data.data_dir={root / 'tfds'}")
+
+
+@case("train", "data.batch_size_per_device=-1")
+def batch_size_negative(root, model):
+  return train_args(root, "--config.data.batch_size_per_device=-1",
+                    f"--config.data.data_dir={root / 'tfds'}")
+
+
 # The nirgan_jax.data pipeline quotes TFDS's whole message in its own: where the source's
 # builder is not registered (python -m nirgan_jax.evaluate imports no data_prep), the list of
 # every TFDS dataset. It also lets a dataset_info.json that is not JSON through as a traceback.

@@ -343,6 +343,14 @@ def source_dataset(spec: SourceSpec, image_size: int, seed: int, process_index: 
   return dataset[process_index::process_count]
 
 
+def check_weights(specs: Sequence[SourceSpec]) -> None:
+  """Refuses a mixture with a weight that is not positive."""
+  weights = [spec.weight for spec in specs]
+  if any(w <= 0 for w in weights):
+    raise errors.ConfigError(f"data.sources: every weight must be positive, got "
+                             f"{dict(zip((s.name for s in specs), weights, strict=True))}")
+
+
 def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_size: int,
                   seed: int, process_index: int = 0, process_count: int = 1,
                   augment: bool = True,
@@ -356,10 +364,8 @@ def train_dataset(specs: Sequence[SourceSpec], image_size: int, global_batch_siz
   datasets = [source_dataset(spec, image_size, seed + i, process_index, process_count, augment,
                              source_index=i, illumination_gain=illumination_gain)
               for i, spec in enumerate(specs)]
+  check_weights(specs)
   weights = [spec.weight for spec in specs]
-  if any(w <= 0 for w in weights):
-    raise errors.ConfigError(f"data.sources: every weight must be positive, got "
-                             f"{dict(zip((s.name for s in specs), weights, strict=True))}")
   mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
   return mixed.batch(global_batch_size // process_count, drop_remainder=True)
 

@@ -82,6 +82,7 @@ def make_data(config: ml_collections.ConfigDict) -> Data:
   data = config.data
   train_specs = input_pipeline.source_specs(data, data.train_split)
   eval_specs = input_pipeline.source_specs(data, data.eval_split)
+  input_pipeline.check_weights(train_specs)  # before anything is built
   if data.get("build_missing", False):
     input_pipeline.build_missing(train_specs + eval_specs)
   input_pipeline.check_built(train_specs + eval_specs)
