@@ -7,9 +7,13 @@ Layout of ``manual_dir`` (the Zenodo archive, extracted)::
                                           column (unnamed, or "tile"), n, lon, lat,
                                           lowres_date, highres_date, ...
     stratified_train_val_test_split.csv   tile -> split (train / val / test), optional
-    hr_dataset/<AOI>/<AOI>_ps.tiff        pansharpened SPOT RGBN, 1.5 m, uint16 12-bit DN
-                                          (also hr_dataset/12bit/<AOI>/...)
-    lr_dataset/<AOI>/L2A/<AOI>-<n>-L2A_data.tiff   12 bands B01..B12 (no B10), 10 m, EPSG:4326
+    hr_dataset/12bit/<AOI>/<AOI>_ps.tiff  pansharpened SPOT RGBN, 1.5 m, uint16 12-bit DN,
+                                          beside _pan.tiff, _rgbn.tiff, _rgb.png (unused);
+                                          hr_dataset/8bit/ (8-bit conversions) is ignored,
+                                          and hr_dataset/<AOI>/ (no 12bit/) is read too
+    lr_dataset/<AOI>/L2A/<AOI>-<n>-L2A_data.tiff   12 bands B01..B12 (no B10), 10 m, EPSG:4326,
+                                          beside -CLM, -CLP, -SCL, -dataMask (unused);
+                                          lr_dataset/<AOI>/L1C/ is not read
 
 Config ``hr`` converts the ``_ps.tiff`` images. They carry no geotransform, so the
 AOI's lon/lat from ``metadata.csv`` places them: each patch centre is offset from
@@ -119,8 +123,8 @@ class WorldStrat(PatchBuilder):
     metadata = read_metadata(manual_dir / "metadata.csv")
     split_of = read_split_file(manual_dir / "stratified_train_val_test_split.csv")
     if self.builder_config.resolution == "hr":
-      paths = sorted((manual_dir / "hr_dataset").glob("*/*_ps.tif*")) + sorted(
-          (manual_dir / "hr_dataset" / "12bit").glob("*/*_ps.tif*"))
+      hr_root = manual_dir / "hr_dataset"
+      paths = sorted(hr_root.glob("12bit/*/*_ps.tif*")) + sorted(hr_root.glob("*/*_ps.tif*"))
     else:
       paths = sorted((manual_dir / "lr_dataset").glob("*/L2A/*-L2A_data.tif*"))
     items = []

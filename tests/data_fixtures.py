@@ -207,26 +207,41 @@ class WorldStratFixture:
   broken: dict[str, str]
 
 
-def write_worldstrat(root: Path, hr_size: int = 64, lr_size: int = 9) -> WorldStratFixture:
-  """WorldStrat: metadata.csv (unnamed AOI column, a row per revisit), split csv, hr_dataset/<AOI>/
-  <AOI>_ps.tiff (4-band uint16 12-bit, identity transform) with _pan/_rgbn siblings,
-  lr_dataset/<AOI>/L2A/<AOI>-<n>-L2A_data.tiff (12-band float32, EPSG:4326); broken: an AOI
-  missing from metadata.csv, a truncated L2A file, an L1C-like 13-band file in L2A/."""
+def write_worldstrat(root: Path, hr_size: int = 64, lr_size: int = 9,
+                     hr_folder: str = "12bit") -> WorldStratFixture:
+  """WorldStrat as the Zenodo archive extracts: metadata.csv (unnamed AOI column, a row per
+  revisit), split csv, hr_dataset/12bit/<AOI>/<AOI>_ps.tiff (4-band uint16 12-bit, identity
+  transform) with its _pan.tiff, _rgbn.tiff and _rgb.png siblings, the 8-bit conversions
+  hr_dataset/8bit/<AOI>/<AOI>_ps_8bit.tiff ..., lr_dataset/<AOI>/L2A/<AOI>-<n>-L2A_data.tiff
+  (12-band float32, EPSG:4326) with the -CLM, -CLP, -SCL and -dataMask rasters beside it, and
+  lr_dataset/<AOI>/L1C/<AOI>-<n>-L1C_data.tiff (13 bands). ``hr_folder=""`` puts the AOI folders
+  directly in hr_dataset/ (a flattened copy). Broken: an AOI missing from metadata.csv, a
+  truncated L2A file, an L1C-like 13-band file in L2A/."""
   rng = np.random.default_rng(3)
   aois = {"Landcover-773616": (92.40, 20.80, "train"), "Amnesty POI-20-2-2": (-3.70, 40.42, "val")}
   hr, lr, lr_transforms, lonlat, broken = {}, {}, {}, {}, {}
   meta_rows = []
   for aoi, (lon, lat, _) in aois.items():
     lonlat[aoi] = (lon, lat)
-    hr_dir = root / "hr_dataset" / aoi
+    hr_dir = root / "hr_dataset" / hr_folder / aoi
     hr_dir.mkdir(parents=True)
     hr[aoi] = rng.integers(0, 4096, (4, hr_size, hr_size)).astype(np.uint16)
-    write_geotiff(hr_dir / f"{aoi}_ps.tiff", hr[aoi], "EPSG:4326", rasterio.Affine.identity())
-    write_geotiff(hr_dir / f"{aoi}_pan.tiff", hr[aoi][:1], "EPSG:4326", rasterio.Affine.identity())
-    write_geotiff(hr_dir / f"{aoi}_rgbn.tiff", hr[aoi][:, ::4, ::4], "EPSG:4326",
-                  rasterio.Affine.identity())
+    identity = rasterio.Affine.identity()
+    write_geotiff(hr_dir / f"{aoi}_ps.tiff", hr[aoi], "EPSG:4326", identity)
+    write_geotiff(hr_dir / f"{aoi}_pan.tiff", hr[aoi][:1], "EPSG:4326", identity)
+    write_geotiff(hr_dir / f"{aoi}_rgbn.tiff", hr[aoi][:, ::4, ::4], "EPSG:4326", identity)
+    eight_bit = (hr[aoi] >> 4).astype(np.uint8)
+    with rasterio.open(hr_dir / f"{aoi}_rgb.png", "w", driver="PNG", width=hr_size,
+                       height=hr_size, count=3, dtype="uint8") as dst:
+      dst.write(eight_bit[:3])
+    if hr_folder:
+      eight_bit_dir = root / "hr_dataset" / "8bit" / aoi
+      eight_bit_dir.mkdir(parents=True)
+      for kind, data in (("ps", eight_bit), ("pan", eight_bit[:1]), ("rgbn", eight_bit)):
+        write_geotiff(eight_bit_dir / f"{aoi}_{kind}_8bit.tiff", data, "EPSG:4326", identity)
     lr_dir = root / "lr_dataset" / aoi / "L2A"
     lr_dir.mkdir(parents=True)
+    (root / "lr_dataset" / aoi / "L1C").mkdir()
     for n in (1, 2):
       name = f"{aoi}-{n}-L2A_data.tiff"
       transform = from_origin(lon - 4.5 * 9.5e-5, lat + 4.5 * 9.1e-5, 9.5e-5, 9.1e-5)
@@ -234,11 +249,17 @@ def write_worldstrat(root: Path, hr_size: int = 64, lr_size: int = 9) -> WorldSt
       if aoi.startswith("Amnesty") and n == 2:  # some revisits hold integer DN (x 10000)
         data = np.rint(data * 10000).astype(np.uint16)
       write_geotiff(lr_dir / name, data, "EPSG:4326", transform)
+      for mask in ("CLM", "CLP", "SCL", "dataMask"):
+        write_geotiff(lr_dir / f"{aoi}-{n}-{mask}.tiff", np.ones((1, lr_size, lr_size), np.uint8),
+                      "EPSG:4326", transform)
+      write_geotiff(root / "lr_dataset" / aoi / "L1C" / f"{aoi}-{n}-L1C_data.tiff",
+                    rng.uniform(0.0, 0.6, (13, lr_size, lr_size)).astype(np.float32),
+                    "EPSG:4326", transform)
       lr[f"{aoi}/{name}"], lr_transforms[f"{aoi}/{name}"] = data, transform
       meta_rows.append((aoi, n, lon, lat, f"2019-0{n}-15", "2019-06-01", 0.05))
 
   # Broken inputs.
-  orphan = root / "hr_dataset" / "Orphan-1"
+  orphan = root / "hr_dataset" / hr_folder / "Orphan-1"
   orphan.mkdir()
   write_geotiff(orphan / "Orphan-1_ps.tiff", hr["Landcover-773616"], "EPSG:4326",
                 rasterio.Affine.identity())
