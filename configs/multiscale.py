@@ -42,7 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Input pipeline (nirgan_jax/data/pipeline.py). Sources are mixed by weight; the seed's
   # patch counts: Landsat-8 20k, Sentinel-2 75k, SPOT-6 15k, NAIP 35k. Each example is shown
   # at its native ground sampling distance with prob_native, else at one of derived_gsd_m
-  # (area-averaged). Build the datasets with `python -m data_prep.build`.
+  # (area-averaged). Build the datasets with `python -m data_prep.build`. The seed's Landsat-8
+  # set was a private Earth Engine export of LANDSAT/LC08/C02/T1_TOA; SSL4EO-L's TOA scenes are
+  # public (CC0) patches of the same collection, 8-bit up to 0.4 reflectance. An export of your
+  # own reads as landsat8/rgbn_toa.
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = "~/tensorflow_datasets"
   config.data.image_size = 256
@@ -52,12 +55,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Every pixel of an example is real, so a gsd needs image_size * gsd / native_gsd_m native
   # pixels in the stored patches; training refuses to start if a build's patches are smaller.
   # With each source's default patch size (in native px; `--patch_size` at build time):
-  #   landsat8/rgbn_toa   256 (30 m)   native only
+  #   landsat8/ssl4eo_toa 256 (30 m)   a 264 px SSL4EO-L scene: native only
   #   s2_100k/default     256 (10 m)   S2-100K patches are 256 px: native only
   #   sen2naip/hr         512 (2.5 m)  a 520 px SEN2NAIP sample: up to 5 m
   #   worldstrat/hr      1024 (1.5 m)  a 1,054 px WorldStrat scene: up to 6 m (SPOT's own MS)
   config.data.sources = ml_collections.ConfigDict(dict(
-      landsat8=source("landsat8/rgbn_toa", 20_000, 30.0, (), 1.0),
+      landsat8=source("landsat8/ssl4eo_toa", 20_000, 30.0, (), 1.0),
       naip=source("sen2naip/hr", 35_000, 2.5, (5.0,), 0.5),
       sentinel2=source("s2_100k/default", 75_000, 10.0, (), 1.0),
       spot6=source("worldstrat/hr", 15_000, 1.5, (2.5, 5.0, 6.0), 0.25),

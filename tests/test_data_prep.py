@@ -312,8 +312,24 @@ def test_landsat8_ssl4eo_l(tmp_path, kind, top):
   assert any(r == f"has {count - 2} bands, expected {count}" for r in reasons.values())
 
 
-def test_worldstrat_hr(tmp_path):
-  fixture = data_fixtures.write_worldstrat(tmp_path / "raw")
+def test_landsat8_ssl4eo_l_scenes_at_their_real_size_give_one_centred_patch(tmp_path):
+  """SSL4EO-L's scenes are 264 px: the recipe's default 256 px patch is the centred one."""
+  fixture = data_fixtures.write_ssl4eo_l(tmp_path / "raw", "toa", size=264)
+  builder, _ = build.build("landsat8", tmp_path / "tfds", fixture.root, config="ssl4eo_toa")
+  assert builder.builder_config.patch_size == 256
+  found = _by_source(builder)
+  assert set(found) == set(fixture.good)
+  for name, u8 in fixture.good.items():
+    [(_, ex)] = found[name]
+    assert _text(ex["source_id"]).endswith(":4,4")
+    expected = np.rint(u8[[3, 2, 1, 4], 4:260, 4:260] / 256.0 * 0.4 * 10000).astype(np.uint16)
+    np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
+
+
+@pytest.mark.parametrize("hr_folder", ["12bit", ""])
+def test_worldstrat_hr(tmp_path, hr_folder):
+  fixture = data_fixtures.write_worldstrat(tmp_path / "raw", hr_folder=hr_folder)
   builder, report = build.build("worldstrat", tmp_path / "tfds", fixture.root, config="hr",
                                 patch_size=32)
   examples = _read_all(builder)

@@ -206,7 +206,7 @@ def test_multiscale_config_sources_parse():
   config = load_config("multiscale")
   specs = ip.source_specs(config.data, "train")
   by_name = {s.name: s for s in specs}
-  assert [by_name[n].weight for n in ("landsat8/rgbn_toa", "s2_100k/default", "worldstrat/hr",
+  assert [by_name[n].weight for n in ("landsat8/ssl4eo_toa", "s2_100k/default", "worldstrat/hr",
                                       "sen2naip/hr")] == [20_000, 75_000, 15_000, 35_000]
   assert all(s.split == "train" and not s.data_dir.startswith("~") for s in specs)
   assert by_name["sen2naip/hr"].derived_gsd_m == (5.0,)
@@ -266,12 +266,14 @@ def test_a_source_weight_of_zero_is_a_config_error(demo_dirs):
 # --------------------------------------------------------------------------- real pixels only
 
 
-def _raw_fixture(dataset: str, root: Path, patch_size: int) -> Path:
+def _raw_fixture(dataset: str, config_name: str, root: Path, patch_size: int) -> Path:
   """A raw archive of ``dataset`` in its real layout, each raster or sample 6 x 6 patches of
   ``patch_size`` px: Grain's index shuffle costs ~40 ms / records per example, so a few
   dozen records per source keep 2,000 examples quick."""
   size = 6 * patch_size
   if dataset == "landsat8":
+    if config_name.startswith("ssl4eo_"):
+      return data_fixtures.write_ssl4eo_l(root, config_name.removeprefix("ssl4eo_"), size).root
     return data_fixtures.write_landsat_rgbn(root, size=size).root
   if dataset == "s2_100k":
     return data_fixtures.write_s2_100k(root, size=size).root
@@ -291,7 +293,7 @@ def multiscale_sources(tmp_path_factory):
     dataset, _, config_name = spec.name.partition("/")
     default = next(c.patch_size for c in build.BUILDERS[dataset].BUILDER_CONFIGS
                    if c.name == config_name)
-    raw = _raw_fixture(dataset, root / "raw" / dataset, default // SCALE)
+    raw = _raw_fixture(dataset, config_name, root / "raw" / dataset, default // SCALE)
     builder, _ = build.build(dataset, root / "tfds", raw, config=config_name,
                              patch_size=default // SCALE)
     specs.append(dataclasses.replace(
@@ -353,7 +355,7 @@ def test_a_gsd_the_stored_patches_cannot_fill_is_refused_at_start(multiscale_sou
     ip.train_dataset(too_coarse, image, global_batch_size=8, seed=0)
   landsat = next(s for s in specs if s.name.startswith("landsat8/"))
   with pytest.raises(ip.UnfillableResolutionError,
-                     match=r"^source 'landsat8/rgbn_toa_p32': 30 m at image_size 64 needs 64 px"):
+                     match=r"^source 'landsat8/ssl4eo_toa_p32': 30 m at image_size 64 needs 64 px"):
     ip.eval_dataset([landsat], 64)
   with pytest.raises(ip.UnfillableResolutionError, match="needs a fixed native_gsd_m"):
     ip.train_dataset([dataclasses.replace(landsat, native_gsd_m=0.0, derived_gsd_m=(60.0,))],
