@@ -6,7 +6,9 @@ the export NIR-GAN's own Landsat set used (GEE ``LANDSAT/LC08/C02/T1_TOA``). No
 scaling; NaN or the file's nodata value marks invalid pixels.
 
 ``ssl4eo_toa`` / ``ssl4eo_sr``: SSL4EO-L (torchgeo), ``ssl4eo_l_oli_tirs_toa/<location>/
-<scene id>/all_bands.tif`` (11 bands) or ``ssl4eo_l_oli_sr/.../all_bands.tif`` (7 bands),
+<scene id>/all_bands.tif`` (11 bands) or ``ssl4eo_l_oli_sr/.../all_bands.tif`` (7 bands), or
+the same layout under ``ssl4eo_l_oli_tirs_toa_benchmark/`` / ``ssl4eo_l_oli_sr_benchmark/``
+(SSL4EO-L's benchmark set: 25,000 scenes of the USA, one date each),
 uint8 compressed from reflectance as ``u8 = (refl - 0) / max * 256`` with max 0.4
 (TOA) or 0.3 (SR): reflectance = u8 / 256 * max. RGB = B4, B3, B2, NIR = B5 (1-based
 4, 3, 2, 5 in both). Pixels with 0 in every band are no-data. The acquisition date
@@ -36,7 +38,11 @@ LAYOUTS = {
     "ssl4eo_toa": BandLayout(red=4, green=3, blue=2, nir=5, count=11),
     "ssl4eo_sr": BandLayout(red=4, green=3, blue=2, nir=5, count=7),
 }
-SSL4EO_FOLDERS = {"ssl4eo_toa": "ssl4eo_l_oli_tirs_toa", "ssl4eo_sr": "ssl4eo_l_oli_sr"}
+# The pre-training set's folder, then the benchmark set's: a build reads every one present.
+SSL4EO_FOLDERS = {
+    "ssl4eo_toa": ("ssl4eo_l_oli_tirs_toa", "ssl4eo_l_oli_tirs_toa_benchmark"),
+    "ssl4eo_sr": ("ssl4eo_l_oli_sr", "ssl4eo_l_oli_sr_benchmark"),
+}
 SSL4EO_MAX_REFLECTANCE = {"ssl4eo_toa": 0.4, "ssl4eo_sr": 0.3}
 _SCENE_DATE = re.compile(r"_(\d{8})$")
 
@@ -74,8 +80,9 @@ class Landsat8(PatchBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   rgbn_toa: put the 4-band (B4, B3, B2, B5) float TOA GeoTIFFs in manual_dir (any
   sub-folders), e.g. exported from GEE LANDSAT/LC08/C02/T1_TOA.
-  ssl4eo_toa / ssl4eo_sr: download SSL4EO-L (Hugging Face torchgeo/ssl4eo_l), extract so
-  that manual_dir holds ssl4eo_l_oli_tirs_toa/ or ssl4eo_l_oli_sr/."""
+  ssl4eo_toa / ssl4eo_sr: download SSL4EO-L (Hugging Face torchgeo/ssl4eo_l, or its benchmark
+  set torchgeo/ssl4eo-l-benchmark), extract so that manual_dir holds ssl4eo_l_oli_tirs_toa/ or
+  ssl4eo_l_oli_sr/ (or ssl4eo_l_oli_tirs_toa_benchmark/, ssl4eo_l_oli_sr_benchmark/)."""
   DESCRIPTION = __doc__
   CITATION = """@inproceedings{stewart2023ssl4eo,
   title={SSL4EO-L: Datasets and Foundation Models for Landsat Imagery},
@@ -88,11 +95,13 @@ class Landsat8(PatchBuilder):
   def _discover(self, manual_dir: Path) -> list[SourceItem]:
     layout = self.builder_config.layout
     if layout in SSL4EO_FOLDERS:
-      root = manual_dir / SSL4EO_FOLDERS[layout]
-      if not root.is_dir():
-        raise FileNotFoundError(f"{root}: missing; expected {SSL4EO_FOLDERS[layout]}/<location>/"
-                                f"<scene>/all_bands.tif under manual_dir")
-      paths = sorted(root.glob("*/*/all_bands.tif"))
+      roots = [manual_dir / name for name in SSL4EO_FOLDERS[layout]
+               if (manual_dir / name).is_dir()]
+      if not roots:
+        raise FileNotFoundError(
+            f"{manual_dir}: holds neither {' nor '.join(SSL4EO_FOLDERS[layout])}; expected "
+            f"<folder>/<location>/<scene>/all_bands.tif under manual_dir")
+      paths = [path for root in roots for path in sorted(root.glob("*/*/all_bands.tif"))]
     else:
       paths = sorted(p for p in manual_dir.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
     items = []

@@ -167,11 +167,13 @@ def write_s2_100k_with_holes(root: Path, size: int = 32) -> HolesFixture:
   return HolesFixture(root, data, invalid)
 
 
-def write_ssl4eo_l(root: Path, kind: str = "toa", size: int = 32) -> LandsatFixture:
+def write_ssl4eo_l(root: Path, kind: str = "toa", size: int = 32,
+                   benchmark: bool = False) -> LandsatFixture:
   """SSL4EO-L: ssl4eo_l_oli_tirs_toa/<7-digit location>/<scene id>/all_bands.tif, 11 (TOA) or 7
-  (SR) bands uint8, UTM 30 m; two seasons at one location; an all-zero scene; a scene with the
-  wrong band count."""
+  (SR) bands uint8, UTM 30 m (in ssl4eo_l_oli_tirs_toa_benchmark/ ... for the benchmark set);
+  two seasons at one location; an all-zero scene; a scene with the wrong band count."""
   folder, count = ("ssl4eo_l_oli_tirs_toa", 11) if kind == "toa" else ("ssl4eo_l_oli_sr", 7)
+  folder += "_benchmark" if benchmark else ""
   crs = "EPSG:32611"
   rng = np.random.default_rng(11)
   good, centres, broken = {}, {}, {}

@@ -312,9 +312,11 @@ def test_landsat8_ssl4eo_l(tmp_path, kind, top):
   assert any(r == f"has {count - 2} bands, expected {count}" for r in reasons.values())
 
 
-def test_landsat8_ssl4eo_l_scenes_at_their_real_size_give_one_centred_patch(tmp_path):
-  """SSL4EO-L's scenes are 264 px: the recipe's default 256 px patch is the centred one."""
-  fixture = data_fixtures.write_ssl4eo_l(tmp_path / "raw", "toa", size=264)
+@pytest.mark.parametrize("benchmark", [False, True])
+def test_landsat8_ssl4eo_l_scenes_at_their_real_size_give_one_centred_patch(tmp_path, benchmark):
+  """SSL4EO-L's scenes are 264 px, in the pre-training set's folder or the benchmark set's: the
+  recipe's default 256 px patch is the centred one."""
+  fixture = data_fixtures.write_ssl4eo_l(tmp_path / "raw", "toa", size=264, benchmark=benchmark)
   builder, _ = build.build("landsat8", tmp_path / "tfds", fixture.root, config="ssl4eo_toa")
   assert builder.builder_config.patch_size == 256
   found = _by_source(builder)
@@ -325,6 +327,13 @@ def test_landsat8_ssl4eo_l_scenes_at_their_real_size_give_one_centred_patch(tmp_
     expected = np.rint(u8[[3, 2, 1, 4], 4:260, 4:260] / 256.0 * 0.4 * 10000).astype(np.uint16)
     np.testing.assert_array_equal(ex["rgb"], expected[:3].transpose(1, 2, 0))
     np.testing.assert_array_equal(ex["nir"][..., 0], expected[3])
+
+
+def test_landsat8_ssl4eo_l_without_its_folder_is_refused_naming_both(tmp_path):
+  (tmp_path / "raw" / "ssl4eo_l_oli_tirs_toa").mkdir(parents=True)  # TOA, not SR
+  with pytest.raises(FileNotFoundError, match=r"holds neither ssl4eo_l_oli_sr nor "
+                                              r"ssl4eo_l_oli_sr_benchmark"):
+    build.build("landsat8", tmp_path / "tfds", tmp_path / "raw", config="ssl4eo_sr")
 
 
 @pytest.mark.parametrize("hr_folder", ["12bit", ""])
