@@ -313,76 +313,143 @@ def geotiff_bytes(data: np.ndarray, crs: str, transform) -> bytes:
     return memory.read()
 
 
-def tortilla_bytes(items: list[tuple[str, bytes, dict]], magic: bytes, data_format: str,
-                   collection: dict | None = None) -> bytes:
-  """A tortilla (or, with magic b"WX" and a collection, a TACO) in the v1 layout: 200-byte header
-  (magic, footer offset, footer length, data format, partitions), the item pile, the Parquet
-  footer with offsets relative to this container's first byte, then the collection JSON."""
-  import io
-  import json
-  import struct
-
-  import pyarrow as pa
-  import pyarrow.parquet as pq
-
-  header_size = 200
-  pile, rows, offset = [], [], header_size
-  for item_id, payload, columns in items:
-    rows.append({"tortilla:id": item_id, "tortilla:offset": offset,
-                 "tortilla:length": len(payload), **columns})
-    pile.append(payload)
-    offset += len(payload)
-  buffer = io.BytesIO()
-  pq.write_table(pa.Table.from_pylist(rows), buffer)
-  footer = buffer.getvalue()
-  collection_json = json.dumps(collection or {}).encode()
-  header = bytearray(header_size)
-  header[0:2] = magic
-  header[2:18] = struct.pack("<QQ", offset, len(footer))
-  header[18:42] = data_format.encode().ljust(24)
-  if collection is not None:
-    header[26:42] = struct.pack("<QQ", offset + len(footer), len(collection_json))
-  header[42:50] = struct.pack("<Q", 1)
-  return bytes(header) + b"".join(pile) + footer + (collection_json if collection else b"")
-
-
 def _sen2naip_sample(rng, index: int, lr_size: int = 16):
   crs = "EPSG:32614"
   x0, y0 = 600_000.0 + 5_000 * index, 4_200_000.0 - 7_000 * index
-  hr = rng.integers(0, 6000, (4, 4 * lr_size, 4 * lr_size)).astype(np.uint16)
+  hr = rng.integers(1, 6000, (4, 4 * lr_size, 4 * lr_size)).astype(np.uint16)
   lr = hr.reshape(4, lr_size, 4, lr_size, 4).mean(axis=(2, 4)).astype(np.uint16)
   return crs, {"hr": hr, "lr": lr, "hr_transform": from_origin(x0, y0, 2.5, 2.5),
                "lr_transform": from_origin(x0, y0, 10.0, 10.0)}
 
 
-def write_sen2naip_taco(root: Path, lr_size: int = 16) -> Sen2NaipFixture:
-  """sen2naipv2-crosssensor.taco with 3 samples (train, train, test) of lr 4x16x16 and hr 4x64x64
-  (by default; ``lr_size`` sets the LR side, the HR is 4 times it)
-  uint16 GeoTIFFs, a sample whose nested tortilla is corrupt, and a truncated second .taco."""
+SEN2NAIP_V1 = Path(__file__).parent / "data" / "sen2naip_v1" / "sen2naip_mini.taco"
+
+
+def read_taco_v1_samples(path: Path) -> tuple[dict[str, dict], dict[str, bytes]]:
+  """The samples of a TACO v1 file as the legacy official reader (``tacoreader.v1``) gives
+  them: sample id -> {"lr", "hr" arrays, their transforms, "crs", "split", "date"}, and
+  "<sample id>/<item>" -> the item's GeoTIFF bytes."""
+  import logging
+
+  root = logging.getLogger()
+  handlers, level = list(root.handlers), root.level
+  import tacoreader.v1 as legacy  # its import sets up INFO logging on the root logger
+
+  root.handlers[:], root.level = handlers, level
+  table = legacy.load(str(path))
+  samples, files = {}, {}
+  for position in range(len(table)):
+    row = table.iloc[position]
+    nested = table.read(position)
+    sample = {"split": row["tortilla:data_split"], "date": str(np.datetime64(
+        int(row["stac:time_start"]), "s").astype("datetime64[D]"))}
+    for index, name in enumerate(("lr", "hr")):
+      assert nested.iloc[index]["tortilla:id"] == name
+      vsi = nested.read(index)
+      with rasterio.open(vsi) as src:
+        sample[name], sample[f"{name}_transform"] = src.read(), src.transform
+        sample["crs"] = src.crs.to_string()
+      offset_length, file = vsi.removeprefix("/vsisubfile/").split(",", 1)
+      offset, length = map(int, offset_length.split("_"))
+      with open(file, "rb") as f:
+        f.seek(offset)
+        files[f"{row['tortilla:id']}/{name}"] = f.read(length)
+    samples[row["tortilla:id"]] = sample
+  return samples, files
+
+
+def copy_sen2naip_taco_v1(root: Path) -> Sen2NaipFixture:
+  """The vendored TACO v1 file (written by tacotoolbox 0.5.2, the last official v1 writer; see
+  tests/data/sen2naip_v1/make_v1.py) as sen2naipv2-crosssensor.taco, with its samples as the
+  legacy reader gives them; broken: a copy whose last sample's nested tortilla is overwritten
+  with zeros, and a truncated ``.part.taco``."""
+  root.mkdir(parents=True)
+  taco = SEN2NAIP_V1.read_bytes()
+  (root / "sen2naipv2-crosssensor.taco").write_bytes(taco)
+  samples, _ = read_taco_v1_samples(root / "sen2naipv2-crosssensor.taco")
+  import io
+
+  import pyarrow.parquet as pq
+
+  footer_offset, footer_length = np.frombuffer(taco[2:18], "<u8")
+  footer = pq.read_table(io.BytesIO(taco[footer_offset:footer_offset + footer_length]))
+  last = footer.to_pylist()[-1]
+  damaged = bytearray(taco)
+  start = last["tortilla:offset"]
+  damaged[start:start + 64] = bytes(64)
+  (root / "sen2naipv2-damaged.taco").write_bytes(bytes(damaged))
+  (root / "sen2naipv2-unet.0001.part.taco").write_bytes(taco[: len(taco) // 2])
+  broken = {f"sen2naipv2-damaged.taco:{last['tortilla:id']}": "not a TACO/tortilla container",
+            "sen2naipv2-unet.0001.part.taco": "truncated"}
+  crs = {sample["crs"] for sample in samples.values()}
+  return Sen2NaipFixture(root, samples, crs.pop() if len(crs) == 1 else "", broken)
+
+
+def write_taco_v2(path: Path, samples: dict[str, dict], files: dict[str, bytes]) -> None:
+  """A TACO v2 ``.tacozip`` written by the official writer (tacotoolbox): per sample a folder of
+  the GeoTIFFs ``lr`` and ``hr`` (``files["<id>/lr"]``, ...) with STAC metadata (CRS, shape,
+  geotransform, acquisition time; the writer adds the centroid) and the sample's split."""
+  import datetime
+
+  from tacotoolbox import create
+  from tacotoolbox.datamodel import Sample, Taco, Tortilla
+  from tacotoolbox.sample.extensions.split import Split
+  from tacotoolbox.sample.extensions.stac import STAC
+  from tacotoolbox.taco.datamodel import Provider
+
+  def stac(data, transform, crs, date):
+    time = datetime.datetime.fromisoformat(date).replace(tzinfo=datetime.UTC)
+    return STAC(crs=crs, tensor_shape=data.shape, geotransform=transform.to_gdal(),
+                time_start=int(time.timestamp() * 1_000_000))
+
+  folders = []
+  for sample_id, sample in samples.items():
+    items = []
+    for name in ("lr", "hr"):
+      tif = path.parent / f".{sample_id}_{name}.tif"
+      tif.write_bytes(files[f"{sample_id}/{name}"])
+      item = Sample(id=name, path=tif)
+      item.extend_with(stac(sample[name], sample[f"{name}_transform"], sample["crs"],
+                            sample["date"]))
+      items.append(item)
+    folder = Sample(id=sample_id, path=Tortilla(samples=items))
+    folder.extend_with(stac(sample["lr"], sample["lr_transform"], sample["crs"], sample["date"]))
+    folder.extend_with(Split(split=sample["split"]))
+    folders.append(folder)
+  create(Taco(tortilla=Tortilla(samples=folders), id="sen2naip_mini", dataset_version="2.0.0",
+              description="SEN2NAIP-like samples: Sentinel-2 (lr, 10 m), NAIP (hr, 2.5 m) RGBN",
+              licenses=["CC0-1.0"], providers=[Provider(name="nirgan-jax tests")],
+              tasks=["super-resolution"]), path)
+  for tif in path.parent.glob(".*_?r.tif"):
+    tif.unlink()
+
+
+def write_sen2naip_tacozip(root: Path, lr_size: int = 16) -> Sen2NaipFixture:
+  """sen2naip-mini.tacozip, TACO v2 written by tacotoolbox: 3 samples (train, validation, test)
+  of lr 4 x 16 x 16 and hr 4 x 64 x 64 uint16 GeoTIFFs (``lr_size`` sets the LR side, the HR
+  is 4 times it), nodata 0; and a truncated copy."""
+  from rasterio.io import MemoryFile
+
   root.mkdir(parents=True)
   rng = np.random.default_rng(5)
-  samples, outer = {}, []
-  for i, split in enumerate(["train", "train", "test"]):
+  samples, files = {}, {}
+  for i, split in enumerate(["train", "validation", "test"]):
     crs, sample = _sen2naip_sample(rng, i, lr_size)
     sample_id = f"ROI_{i:04d}"
-    samples[sample_id] = {**sample, "split": split, "date": "2021-06-0" + str(i + 1)}
-    leaves = [(name, geotiff_bytes(sample[name], crs, sample[f"{name}_transform"]),
-               {"tortilla:file_format": "GTiff", "stac:crs": crs})
-              for name in ("lr", "hr")]
-    lon, lat = utm_to_lonlat(crs, sample["hr_transform"].c + 80, sample["hr_transform"].f - 80)
-    epoch = int(np.datetime64(samples[sample_id]["date"]).astype("datetime64[s]").astype(int))
-    outer.append((sample_id, tortilla_bytes(leaves, b"#y", "GTiff"), {
-        "tortilla:file_format": "TORTILLA", "tortilla:data_split": split, "stac:crs": crs,
-        "stac:time_start": epoch, "stac:centroid": f"POINT ({lon} {lat})"}))
-  outer.append(("ROI_0099", b"\x00" * 300, {
-      "tortilla:file_format": "TORTILLA", "tortilla:data_split": "train", "stac:crs": crs,
-      "stac:time_start": 0, "stac:centroid": "POINT (0 0)"}))
-  taco = tortilla_bytes(outer, b"WX", "TORTILLA", collection={"id": "sen2naipv2-crosssensor"})
-  (root / "sen2naipv2-crosssensor.taco").write_bytes(taco)
-  (root / "sen2naipv2-unet.0001.part.taco").write_bytes(taco[: len(taco) - 40])
-  broken = {"ROI_0099": "not a TACO/tortilla container",
-            "sen2naipv2-unet.0001.part.taco": "truncated"}
-  return Sen2NaipFixture(root, samples, crs, broken)
+    samples[sample_id] = {**sample, "crs": crs, "split": split, "date": f"2021-06-0{i + 1}"}
+    for name in ("lr", "hr"):
+      data = sample[name]
+      with MemoryFile() as memory:
+        with memory.open(driver="GTiff", width=data.shape[2], height=data.shape[1], count=4,
+                         dtype="uint16", crs=crs, transform=sample[f"{name}_transform"],
+                         nodata=0) as dst:
+          dst.write(data)
+        files[f"{sample_id}/{name}"] = memory.read()
+  write_taco_v2(root / "sen2naip-mini.tacozip", samples, files)
+  whole = (root / "sen2naip-mini.tacozip").read_bytes()
+  (root / "sen2naip-mini-part2.tacozip").write_bytes(whole[: len(whole) // 2])
+  broken = {"sen2naip-mini-part2.tacozip": "not a readable TACO v2 dataset"}
+  return Sen2NaipFixture(root, samples, "EPSG:32614", broken)
 
 
 def write_sen2naip_mlstac(root: Path) -> Sen2NaipFixture:

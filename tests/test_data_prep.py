@@ -389,20 +389,22 @@ def test_worldstrat_lr(tmp_path):
 
 def _check_sen2naip(builder, fixture, resolution, patch):
   found = _by_source(builder)
-  ids = {key.rsplit("/", 1)[0].split(":")[-1] if "taco:" in key else key.rsplit("/", 1)[0]
+  ids = {key.rsplit("/", 1)[0].split(":")[-1] if ".taco" in key else key.rsplit("/", 1)[0]
          for key in found}
   assert ids == set(fixture.samples)
   for sample_id, sample in fixture.samples.items():
     key = next(k for k in found if k.rsplit("/", 1)[0].endswith(sample_id))
     assert key.endswith(f"/{resolution}")
-    split, ex = next((s, e) for s, e in found[key] if _text(e["source_id"]).endswith(":0,0"))
+    split, ex = found[key][-1]
+    row, col = map(int, _text(ex["source_id"]).rsplit(":", 1)[1].split(","))
     assert split == ("validation" if sample["split"] == "val" else sample["split"])
-    data = sample[resolution]
-    np.testing.assert_array_equal(ex["rgb"], data[:3, :patch, :patch].transpose(1, 2, 0))
-    np.testing.assert_array_equal(ex["nir"][..., 0], data[3, :patch, :patch])
-    transform = sample[f"{resolution}_transform"]
-    half = patch / 2 * transform.a
-    lon, lat = data_fixtures.utm_to_lonlat(fixture.crs, transform.c + half, transform.f - half)
+    window = sample[resolution][:, row:row + patch, col:col + patch]
+    np.testing.assert_array_equal(ex["rgb"], window[:3].transpose(1, 2, 0))
+    np.testing.assert_array_equal(ex["nir"][..., 0], window[3])
+    transform = sample[f"{resolution}_transform"] * rasterio.Affine.translation(
+        col + patch / 2, row + patch / 2)
+    lon, lat = data_fixtures.utm_to_lonlat(sample.get("crs", fixture.crs), transform.c,
+                                           transform.f)
     assert (ex["lon"], ex["lat"]) == pytest.approx((lon, lat), abs=1e-7)
     assert _text(ex["sensor"]) == ("naip" if resolution == "hr" else "sentinel2")
     assert ex["gsd_m"] == pytest.approx(2.5 if resolution == "hr" else 10.0)
@@ -411,20 +413,85 @@ def _check_sen2naip(builder, fixture, resolution, patch):
 
 
 @pytest.mark.parametrize("resolution,patch", [("hr", 32), ("lr", 16)])
-def test_sen2naip_taco(tmp_path, resolution, patch):
-  fixture = data_fixtures.write_sen2naip_taco(tmp_path / "raw")
+def test_sen2naip_taco_v1_as_the_legacy_official_reader_reads_it(tmp_path, resolution, patch):
+  fixture = data_fixtures.copy_sen2naip_taco_v1(tmp_path / "raw")
   builder, report = build.build("sen2naip", tmp_path / "tfds", fixture.root, config=resolution,
                                 patch_size=patch)
   _check_sen2naip(builder, fixture, resolution, patch)
   reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
-  assert reasons["sen2naipv2-crosssensor.taco:ROI_0099"].startswith("not a TACO/tortilla")
-  assert reasons["sen2naipv2-unet.0001.part.taco"].startswith("truncated")
+  for name, reason in fixture.broken.items():
+    assert reasons[name].startswith(reason)
+  assert f"{fixture.root / 'sen2naipv2-crosssensor.taco'}: TACO v1, 3 samples" in report["notes"]
+  if resolution == "hr":  # the test sample's NAIP image has a 40 x 24 px no-data corner
+    skipped = {s["source"]: s["reason"] for s in report["skipped"]}
+    assert skipped["sen2naipv2-crosssensor.taco:ROI_00003/hr:0,0"] == (
+        "nodata/NaN share 75.0% exceeds 5.0%")
 
 
-@pytest.mark.parametrize("module", ["pyarrow", "h5py"])
+@pytest.mark.parametrize("resolution,patch", [("hr", 32), ("lr", 16)])
+def test_sen2naip_taco_v2_written_by_tacotoolbox(tmp_path, resolution, patch):
+  fixture = data_fixtures.write_sen2naip_tacozip(tmp_path / "raw")
+  builder, report = build.build("sen2naip", tmp_path / "tfds", fixture.root, config=resolution,
+                                patch_size=patch)
+  _check_sen2naip(builder, fixture, resolution, patch)
+  reasons = {Path(s["source"]).name: s["reason"] for s in report["skipped"]}
+  assert reasons == {name: reasons[name] for name in fixture.broken}
+  for name, reason in fixture.broken.items():
+    assert reasons[name].startswith(reason)
+  assert f"{fixture.root / 'sen2naip-mini.tacozip'}: TACO v2, 3 samples (tacoreader)" in (
+      report["notes"])
+
+
+def test_sen2naip_v1_and_v2_of_the_same_samples_give_identical_examples(tmp_path):
+  """The vendored v1 file and a .tacozip that tacotoolbox writes from the same GeoTIFFs, split
+  and dates build the same examples, field by field (the source ids name their files)."""
+  (tmp_path / "v1").mkdir()
+  v1 = tmp_path / "v1" / "sen2naip.taco"
+  v1.write_bytes(data_fixtures.SEN2NAIP_V1.read_bytes())
+  samples, files = data_fixtures.read_taco_v1_samples(v1)
+  (tmp_path / "v2").mkdir()
+  data_fixtures.write_taco_v2(tmp_path / "v2" / "sen2naip.tacozip", samples, files)
+  for resolution, patch in (("hr", 64), ("lr", 16)):
+    built = {}
+    for version in ("v1", "v2"):
+      builder, _ = build.build("sen2naip", tmp_path / f"tfds_{version}", tmp_path / version,
+                               config=resolution, patch_size=patch)
+      built[version] = _read_all(builder)
+    assert set(built["v1"]) == set(built["v2"]) == {"train", "validation", "test"}
+    for split, examples in built["v1"].items():
+      by_id = {_text(e["source_id"]).split(":", 1)[1]: e for e in built["v2"][split]}
+      assert len(examples) == len(by_id) > 0
+      for a in examples:
+        b = by_id[_text(a["source_id"]).split(":", 1)[1]]
+        for key in a:
+          if key != "source_id":
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split} {key}")
+
+
+def test_reading_taco_v2_never_asks_duckdb_to_download_an_extension(tmp_path, monkeypatch):
+  """tacoreader's own connection set-up runs ``INSTALL spatial`` (a download); a build replaces
+  it with a plain connection while it reads."""
+  from tacoreader.storage.base import TacoBackend
+
+  from data_prep.sen2naip import read_taco_v2
+
+  fixture = data_fixtures.write_sen2naip_tacozip(tmp_path / "raw")
+
+  def downloads(self):
+    raise AssertionError("tacoreader's DuckDB set-up (INSTALL spatial) was called")
+
+  monkeypatch.setattr(TacoBackend, "_setup_duckdb_connection", downloads)
+  rows = read_taco_v2(fixture.root / "sen2naip-mini.tacozip")
+  assert sorted({(r["l0:id"], r["l1:id"]) for r in rows}) == [
+      (f"ROI_000{i}", item) for i in range(3) for item in ("hr", "lr")]
+  assert TacoBackend._setup_duckdb_connection is downloads  # put back afterwards
+
+
+@pytest.mark.parametrize("module", ["pyarrow", "h5py", "tacoreader"])
 def test_sen2naip_without_the_prep_extra_names_it(tmp_path, monkeypatch, module):
-  write = {"pyarrow": data_fixtures.write_sen2naip_taco,  # Parquet footers
-           "h5py": data_fixtures.write_sen2naip_mlstac}  # HDF5 samples
+  write = {"pyarrow": data_fixtures.copy_sen2naip_taco_v1,  # Parquet footers
+           "h5py": data_fixtures.write_sen2naip_mlstac,  # HDF5 samples
+           "tacoreader": data_fixtures.write_sen2naip_tacozip}  # TACO v2
   fixture = write[module](tmp_path / "raw")
   monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
   with pytest.raises(NirganError, match=r"^reading SEN2NAIP needs .*: pip install "
@@ -446,7 +513,7 @@ def test_corrupt_container_lengths_are_skipped_not_allocated(tmp_path):
   f.read and raised MemoryError, aborting the build)."""
   from data_prep.sen2naip import SkipItem, read_mlstac_index
 
-  fixture = data_fixtures.write_sen2naip_taco(tmp_path / "raw")
+  fixture = data_fixtures.copy_sen2naip_taco_v1(tmp_path / "raw")
   good = (fixture.root / "sen2naipv2-crosssensor.taco").read_bytes()
   corrupt = bytearray(good)
   corrupt[10:18] = (2**60).to_bytes(8, "little")  # the footer length

@@ -278,7 +278,7 @@ def _raw_fixture(dataset: str, config_name: str, root: Path, patch_size: int) ->
   if dataset == "s2_100k":
     return data_fixtures.write_s2_100k(root, size=size).root
   if dataset == "sen2naip":
-    return data_fixtures.write_sen2naip_taco(root, lr_size=size // 4).root
+    return data_fixtures.write_sen2naip_tacozip(root, lr_size=size // 4).root
   return data_fixtures.write_worldstrat(root, hr_size=size).root
 
 
