@@ -229,16 +229,26 @@ def split_record(sources: dict[str, list[dict]], fold: int) -> dict:
           "training_digest": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]}
 
 
+def config_digest(config) -> str:
+  """A short fingerprint of every setting of a run's config."""
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+
+
 def claim_workdir(workdir: Path, record: dict) -> None:
-  """Writes ``record`` into a new ``workdir``, or refuses one trained on another split."""
+  """Writes ``record`` (the split, and the config's digest) into a new ``workdir``, or refuses
+  one trained on another split or with another config."""
   path = workdir / "split.json"
   if path.is_file():
     saved = json.loads(path.read_text())
-    if saved != record:
+    if saved.get("held_out") != record["held_out"] or saved.get("fold") != record["fold"]:
       raise errors.NirganError(
           f"{workdir}: trained with places {saved.get('held_out')} held out (fold "
           f"{saved.get('fold')}), not {record['held_out']} (fold {record['fold']}); use "
           "another --out")
+    if saved != record:
+      raise errors.NirganError(
+          f"{workdir}: trained with another config or training set (config digest "
+          f"{saved.get('config_digest')}, now {record.get('config_digest')}); use another --out")
     return
   workdir.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(record, indent=1) + "\n")
@@ -335,7 +345,6 @@ def train_and_score(run: Run, out: Path, steps_scale: float) -> list[dict]:
   sources = build_sources(out / "tfds")
   name = hashlib.sha256(run.label.encode()).hexdigest()[:8] if run.overrides else run.model
   workdir = out / "runs" / f"fold{run.fold}" / f"{name}_seed{run.seed}"
-  claim_workdir(workdir, split_record(sources, run.fold))
   names = {key: pipeline.InMemorySource(examples).register(f"real_places_fold{run.fold}_{key}")
            for key, examples in training_examples(sources, run.fold).items()}
   config = run_config(run.model, names, run.seed, steps_scale)
@@ -347,6 +356,8 @@ def train_and_score(run: Run, out: Path, steps_scale: float) -> list[dict]:
     if leaf not in section:
       raise errors.NirganError(f"--gan_override {key}: no such config field")
     section[leaf] = value
+  claim_workdir(workdir, {**split_record(sources, run.fold),
+                          "config_digest": config_digest(config)})
   loop.train_and_evaluate(config, str(workdir), writer=summaries.LoggingWriter())
   images = [im for im in read_images() if im.place in FOLDS[run.fold]]
   records = []

@@ -88,15 +88,18 @@ def _differences(a, b, prefix=""):
 
 @pytest.mark.parametrize("variant", ["gan", "linear", "mlp", "cnn"])
 def test_real_places_recipe_is_the_small_recipe_on_both_real_folders(variant):
-  """configs/s2_real.py changes only the data of configs/s2_small.py, and mixes its two
-  sources in proportion to the pixels they store."""
+  """configs/s2_real.py changes only the data of configs/s2_small.py (and the GAN's adversarial
+  weight, chosen on the leave-places-out folds), and mixes its two sources in proportion to
+  the pixels they store."""
   small = load_config_module(REPO / "configs" / "s2_small.py").get_config(variant)
   module = load_config_module(REPO / "configs" / "s2_real.py")
   real = module.get_config(variant)
   config_checks.validate_config(real)
   changed = _differences(small.to_dict(), real.to_dict())
   assert changed == {"data.sources.sentinel2", "data.sources.s2_100k", "data.sources.s2_more",
-                     "data.train_split"}
+                     "data.train_split"} | ({"loss.lambda_gan"} if variant == "gan" else set())
+  if variant == "gan":
+    assert (small.loss.lambda_gan, real.loss.lambda_gan) == (1.0, 0.1)
   pixels = {}
   for key, folder in (("s2_100k", "s2_100k_10"), ("s2_more", "s2_more")):
     pixels[key] = 0

@@ -66,11 +66,18 @@ def test_no_held_out_pixel_in_any_training_source(sources, images):
     assert trained == set(rp.PLACES) - set(rp.FOLDS[fold])
 
 
-def test_a_workdir_is_not_reused_for_another_split(sources, tmp_path):
-  rp.claim_workdir(tmp_path, rp.split_record(sources, 0))
-  rp.claim_workdir(tmp_path, rp.split_record(sources, 0))  # the same split: resumes
+def test_a_workdir_is_not_reused_for_another_split_or_config(sources, tmp_path):
+  gan, other = rp.s2_real.get_config("gan"), rp.s2_real.get_config("gan")
+  other.loss.lambda_gan = 0.5
+  record = {**rp.split_record(sources, 0), "config_digest": rp.config_digest(gan)}
+  rp.claim_workdir(tmp_path, record)
+  rp.claim_workdir(tmp_path, record)  # the same split and config: resumes
   with pytest.raises(errors.NirganError, match=r"fold 0\), not .* \(fold 1\)"):
-    rp.claim_workdir(tmp_path, rp.split_record(sources, 1))
+    rp.claim_workdir(tmp_path, {**rp.split_record(sources, 1),
+                                "config_digest": rp.config_digest(gan)})
+  with pytest.raises(errors.NirganError, match=r"trained with another config .*digest "
+                                               rf"{record['config_digest']}, now "):
+    rp.claim_workdir(tmp_path, {**record, "config_digest": rp.config_digest(other)})
 
 
 def test_scores_pool_pixels_and_the_oracle_recovers_a_linear_map(images):
