@@ -1,9 +1,9 @@
 """Input pipeline throughput: samples/s of the training pipeline at 256 px from a generated
 S2-like ArrayRecord dataset (the demo builder with 512 px patches, multi-scale on: 10 m
-native, 15 and 20 m derived, which 512 px fill), with 0 and with 2 worker processes, and
+native, 15 and 20 m derived, which 512 px fill), with 0, 1 and 2 worker processes, and
 peak RSS.
 
-    python -m benchmarks.input_pipeline [--examples 200] [--batches 40] [--workers 0 2]
+    python -m benchmarks.input_pipeline [--examples 200] [--batches 40] [--workers 0 1 2]
 
 Prints one JSON line.
 """
@@ -30,7 +30,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--examples", type=int, default=200)
   parser.add_argument("--batches", type=int, default=40)
-  parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+  parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # mp_prefetch reads absl flags
   cores = len(os.sched_getaffinity(0))

@@ -17,6 +17,7 @@ SMALLEST = {
                           "--repeats", "1"],
     "predict": ["--size", "256", "--generator", "tiny", "--tile", "128", "--batch_size", "1"],
     "input_pipeline": ["--examples", "8", "--batches", "2", "--workers", "0"],
+    "profile_pipeline": ["--examples", "2", "--repeats", "1"],
     "build_throughput": ["--patches", "4", "--workers", "1"],
     "train_loop": ["--steps", "4", "--log_every", "2", "--batch", "1", "--examples", "8"],
 }

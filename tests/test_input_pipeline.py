@@ -2,6 +2,7 @@
 every source of configs/multiscale.py from its raw-layout fixture)."""
 
 import dataclasses
+import math
 import shutil
 from pathlib import Path
 
@@ -483,3 +484,68 @@ def test_build_missing_builds_generated_sources_through_their_entry_point(tmp_pa
   caplog.clear()
   ip.build_missing(specs)  # built already: reused
   assert "built nirgan_demo/small" not in caplog.text
+
+
+def _examples_before_the_speed_up(element, rng, spec, size, gain_range):
+  """ExampleTransform.random_map as it was before the pipeline was profiled and sped up
+  (whole-patch concatenation, NumPy's block mean, a masked maximum): the reference that the
+  fast version must match bit for bit."""
+  native = spec.native_gsd_m
+  gsd = transforms.choose_gsd(rng, native, spec.derived_gsd_m, spec.prob_native)
+  factor = gsd / native
+  image = np.concatenate([element["rgb"], element["nir"]], axis=-1)
+  height, width = image.shape[:2]
+  window = transforms.native_window(size, factor)
+  top = int(rng.integers(0, height - window + 1))
+  left = int(rng.integers(0, width - window + 1))
+  image = transforms.to_reflectance(image[top:top + window, left:left + window])
+  valid = element[contract.VALID][top:top + window, left:left + window].astype(np.float32)
+
+  def area(x, dtype=np.float32):
+    h, w = x.shape[:2]
+    if float(factor).is_integer() and h % factor == 0 and w % factor == 0:
+      f = int(factor)
+      return x.astype(dtype).reshape(h // f, f, w // f, f, x.shape[-1]).mean(axis=(1, 3),
+                                                                             dtype=dtype)
+    return transforms.area_resample(x, factor, dtype)
+
+  if factor > 1:
+    if valid.all():
+      image = area(image)
+      valid = np.ones((*image.shape[:2], 1), np.float32)
+    else:
+      cover = area(valid, np.float64)
+      sums = area(np.where(valid > 0, image, 0.0))
+      image = np.where(cover > 0, sums / np.maximum(cover, 1e-12), 0.0).astype(np.float32)
+      valid = (cover >= 1.0 - transforms.VALID_TOLERANCE).astype(np.float32)
+  top, left = transforms.random_crop_offsets(rng, *image.shape[:2], size)
+  image = transforms.crop(np.concatenate([image, valid], axis=-1), size, top, left)
+  gain = math.exp(rng.uniform(math.log(gain_range[0]), math.log(gain_range[1])))
+  brightest = float(np.max(image[..., :4], where=image[..., 4:] > 0, initial=0.0))
+  image[..., :4] *= min(gain, 1.0 / brightest) if brightest > 0 else gain
+  image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
+  return np.ascontiguousarray(image, np.float32), gsd
+
+
+def test_the_sped_up_transform_gives_the_examples_it_gave_before():
+  rng = np.random.default_rng(0)
+  patch = 96
+  valid = np.ones((patch, patch, 1), np.uint8)
+  valid[10:13, 40:47] = 0
+  element = {"rgb": rng.integers(0, 10_000, (patch, patch, 3)).astype(np.uint16),
+             "nir": rng.integers(0, 10_000, (patch, patch, 1)).astype(np.uint16),
+             contract.VALID: valid, "lon": 1.0, "lat": 2.0, "gsd_m": 2.5, "sensor": b"naip"}
+  full = dict(element, **{contract.VALID: np.ones_like(valid)})
+  spec = ip.SourceSpec(name="x/y", data_dir="", native_gsd_m=2.5,
+                       derived_gsd_m=(3.75, 5.0, 7.5, 10.0), prob_native=0.2)
+  transform = ip.ExampleTransform(spec, 24, augment=True, illumination_gain=(0.67, 1.5))
+  seen = set()
+  for seed in range(120):
+    for example in (element, full):
+      out = transform.random_map(example, np.random.default_rng(seed))
+      expected, gsd = _examples_before_the_speed_up(example, np.random.default_rng(seed), spec,
+                                                    24, (0.67, 1.5))
+      seen.add(gsd)
+      np.testing.assert_array_equal(np.concatenate([out["rgb"], out["nir"], out["valid"]], -1),
+                                    expected, err_msg=f"seed {seed} at {gsd} m")
+  assert seen == {2.5, 3.75, 5.0, 7.5, 10.0}

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,33 @@ def test_illumination_gain_keeps_ndvi_and_reflectance_within_one():
   gain = transforms.illumination_gain(rng, image, np.ones_like(valid), 0.5, 1.8)
   ndvi = lambda x: (x[..., 3] - x[..., 0]) / (x[..., 3] + x[..., 0])
   np.testing.assert_allclose(ndvi(image * gain), ndvi(image), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 6, 8, 9])
+def test_block_mean_is_bit_identical_to_numpys_mean(dtype, factor):
+  """The fast block mean adds each block in NumPy's own order: the pipeline's examples are
+  what they were before it, to the last bit (above SEQUENTIAL_BLOCK_MAX it is NumPy's mean)."""
+  rng = np.random.default_rng(factor)
+  image = rng.uniform(0, 1, (8 * factor, 6 * factor, 5)).astype(dtype)
+  expected = image.reshape(8, factor, 6, factor, 5).mean(axis=(1, 3), dtype=dtype)
+  out = transforms.block_mean(image, factor)
+  assert out.dtype == dtype
+  np.testing.assert_array_equal(out, expected)
+  np.testing.assert_array_equal(transforms.area_resample(image.astype(np.float32), factor),
+                                image.astype(np.float32).reshape(8, factor, 6, factor, 5).mean(
+                                    axis=(1, 3), dtype=np.float32))
+
+
+def test_illumination_gain_caps_by_the_same_maximum_as_a_masked_max():
+  rng = np.random.default_rng(3)
+  image = rng.uniform(0.0, 0.9, (32, 32, 4)).astype(np.float32)
+  for valid in (np.ones((32, 32, 1), np.float32),
+                (rng.random((32, 32, 1)) < 0.7).astype(np.float32),
+                np.zeros((32, 32, 1), np.float32)):
+    brightest = float(np.max(image, where=valid > 0, initial=0.0))
+    for seed in range(20):
+      expected = math.exp(np.random.default_rng(seed).uniform(math.log(1.5), math.log(2.0)))
+      expected = min(expected, 1.0 / brightest) if brightest > 0 else expected
+      assert transforms.illumination_gain(np.random.default_rng(seed), image, valid,
+                                          1.5, 2.0) == expected

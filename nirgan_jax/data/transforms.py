@@ -46,12 +46,32 @@ def area_resample(image: np.ndarray, factor: float, dtype=np.float32) -> np.ndar
   if (out_h, out_w) == (height, width):
     return image.astype(dtype)
   if float(factor).is_integer() and height % factor == 0 and width % factor == 0:
-    f = int(factor)  # whole blocks: the same means, several times faster
-    blocks = image.astype(dtype).reshape(out_h, f, out_w, f, image.shape[-1])
-    return blocks.mean(axis=(1, 3), dtype=dtype)
+    return block_mean(image.astype(dtype, copy=False), int(factor))  # whole blocks
   rows = area_weights(height, out_h).astype(dtype)
   cols = area_weights(width, out_w).astype(dtype)
   return np.einsum("ih,hwc,jw->ijc", rows, image.astype(dtype), cols, optimize=True)
+
+
+# Up to this factor, block_mean adds a block's pixels in the order NumPy's mean over the
+# block axes does (checked bit for bit, float32 and float64, factors 2 to 8).
+SEQUENTIAL_BLOCK_MAX = 8
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+  """(H, W, C) -> (H / factor, W / factor, C): the mean of each factor x factor block, in
+  ``image``'s dtype, bit-identical to ``reshape(...).mean(axis=(1, 3))`` and about 5x faster:
+  NumPy reduces two short strided axes slowly, while whole-image adds run at memory speed."""
+  height, width, channels = image.shape
+  blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
+  if factor > SEQUENTIAL_BLOCK_MAX:
+    return blocks.mean(axis=(1, 3), dtype=image.dtype)
+  total = blocks[:, 0, :, 0].copy()
+  for row in range(factor):
+    for col in range(factor):
+      if row or col:
+        total += blocks[:, row, :, col]
+  total /= image.dtype.type(factor * factor)
+  return total
 
 
 def area_resample_valid(image: np.ndarray, valid: np.ndarray,
@@ -105,7 +125,9 @@ def illumination_gain(rng: np.random.Generator, reflectance: np.ndarray, valid: 
   leaves NDVI, NDWI and every other normalised difference unchanged; clipping would not.
   """
   gain = math.exp(rng.uniform(math.log(low), math.log(high)))
-  brightest = float(np.max(reflectance, where=valid > 0, initial=0.0))
+  # The same maximum as np.max(where=valid > 0, initial=0), which is 10x slower.
+  brightest = float(np.max(reflectance) if valid.all()
+                    else np.max(np.where(valid > 0, reflectance, 0.0)))
   return min(gain, 1.0 / brightest) if brightest > 0 else gain
 
 

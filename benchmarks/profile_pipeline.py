@@ -1,0 +1,119 @@
+"""Where the input pipeline's time goes: milliseconds per example of each stage of
+``ExampleTransform`` (and of reading and decoding the stored record before it) at 10 m
+native and at 15 and 20 m derived, on the benchmark's data: the demo builder's 512 px
+patches, 256 px examples.
+
+    python -m benchmarks.profile_pipeline [--examples 64] [--repeats 3]
+
+Each stage runs on the output of the one before, as in the pipeline, one example at a time
+in this process (median over ``--repeats`` passes of every example). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks import common
+from data_prep import build
+from nirgan_jax import contract
+from nirgan_jax.data import pipeline as ip
+from nirgan_jax.data import transforms
+
+IMAGE = 256
+GSDS = (10.0, 15.0, 20.0)
+
+
+def stages(record: bytes, source, gsd: float, rng: np.random.Generator) -> dict[str, float]:
+  """Seconds of each stage for one example shown at ``gsd`` (native 10 m)."""
+  times = {}
+  clock = time.perf_counter
+
+  t = clock()
+  element = source.dataset_info.features.deserialize_example_np(record)
+  times["decode"] = clock() - t
+
+  factor = gsd / 10.0
+  window = transforms.native_window(IMAGE, factor)
+  t = clock()
+  height, width = element["rgb"].shape[:2]
+  top = int(rng.integers(0, height - window + 1))
+  left = int(rng.integers(0, width - window + 1))
+  rows, cols = slice(top, top + window), slice(left, left + window)
+  image = np.concatenate([element["rgb"][rows, cols], element["nir"][rows, cols]], axis=-1)
+  valid = element[contract.VALID][rows, cols]
+  times["window"] = clock() - t
+
+  t = clock()
+  image = transforms.to_reflectance(image)
+  valid = valid.astype(np.float32)
+  times["to_float"] = clock() - t
+
+  t = clock()
+  if factor > 1:
+    image, valid = transforms.area_resample_valid(image, valid, factor)
+  times["area_resample"] = clock() - t
+
+  t = clock()
+  h, w = image.shape[:2]
+  top, left = transforms.random_crop_offsets(rng, h, w, IMAGE)
+  image = transforms.crop(np.concatenate([image, valid], axis=-1), IMAGE, top, left)
+  times["crop"] = clock() - t
+
+  t = clock()
+  gain = transforms.illumination_gain(rng, image[..., :4], image[..., 4:], 0.67, 1.5)
+  image *= np.array([gain] * 4 + [1.0], np.float32)
+  times["illumination_gain"] = clock() - t
+
+  t = clock()
+  image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
+  image = np.ascontiguousarray(image, np.float32)
+  times["flip_and_copy"] = clock() - t
+  return times
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--examples", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS announces the build: stdout is the JSON's
+      builder, _ = build.build("nirgan_demo", tmp, patch_size=512,
+                               extra={"num_examples": args.examples})
+    spec = ip.SourceSpec(name=f"nirgan_demo/{builder.builder_config.name}", data_dir=tmp,
+                         split="train")
+    source = ip.open_source(spec)
+    count = len(source)
+    rng = np.random.default_rng(0)
+    per_gsd = {}
+    read = []
+    for _ in range(args.repeats):
+      t = time.perf_counter()
+      records = [source.data_source[i] for i in range(count)]
+      read.append((time.perf_counter() - t) / count)
+    for gsd in GSDS:
+      passes = []
+      for _ in range(args.repeats):
+        totals: dict[str, float] = {}
+        for record in records:
+          for stage, seconds in stages(record, source, gsd, rng).items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+        passes.append(totals)
+      per_gsd[f"{gsd:g}m"] = {
+          stage: round(statistics.median(p[stage] for p in passes) / count * 1000, 3)
+          for stage in passes[0]}
+      per_gsd[f"{gsd:g}m"]["total"] = round(sum(per_gsd[f"{gsd:g}m"].values()), 3)
+  common.emit({"benchmark": "profile_pipeline", "image_size": IMAGE, "patch_size": 512,
+               "examples": count, "read_ms": round(statistics.median(read) * 1000, 3),
+               "ms_per_example": per_gsd})
+
+
+if __name__ == "__main__":
+  main()
