@@ -126,12 +126,15 @@ _RELAYING_LIBRARIES = tuple(f"{os.sep}{name}{os.sep}" for name in ("orbax", "clu
 class _NoRelayedTracebacks(logging.Filter):
   """The records of ``_RELAYING_LIBRARIES`` keep their message and lose the traceback, and so
   do asyncio's about the other writes of a batch that failed together (the first failure is
-  the one relayed)."""
+  the one relayed); those keep only their first line, "Task exception was never retrieved",
+  without the task's repr on the next."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if (any(library in record.pathname for library in _RELAYING_LIBRARIES)
-        or record.name == "asyncio" and "exception was never retrieved" in record.getMessage()):
+    if any(library in record.pathname for library in _RELAYING_LIBRARIES):
       record.exc_info = record.exc_text = record.stack_info = None
+    elif record.name == "asyncio" and "exception was never retrieved" in record.getMessage():
+      record.exc_info = record.exc_text = record.stack_info = None
+      record.msg, record.args = record.getMessage().splitlines()[0], ()
     return True
 
 

@@ -66,7 +66,7 @@ def test_the_main_command_without_data_says_how_to_get_every_source(tmp_path):
   error = result.stderr[result.stderr.index("error: "):]
   assert error.startswith(f"error: 4 sources of the config are not built in {data_dir}: ")
   for dataset, config, homepage in (
-      ("landsat8", "rgbn_toa", "https://www.usgs.gov/landsat-missions/landsat-8"),
+      ("landsat8", "ssl4eo_toa", "https://www.usgs.gov/landsat-missions/landsat-8"),
       ("s2_100k", "default", "https://github.com/microsoft/satclip"),
       ("worldstrat", "hr", "https://worldstrat.github.io"),
       ("sen2naip", "hr", "https://huggingface.co/datasets/tacofoundation/SEN2NAIPv2")):

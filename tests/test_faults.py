@@ -22,6 +22,7 @@ import pytest
 from etils import epath
 from rasterio.transform import from_origin
 
+from nirgan_jax import errors
 from nirgan_jax.infer import model_dir
 from nirgan_jax.train import checkpointing, export, loop, warm_start, workdir_lock
 
@@ -440,3 +441,19 @@ def test_a_real_full_filesystem_is_one_line(tool, base_run, demo_data, tmp_path)
   assert lines[0].startswith(f"error: {destination}"), lines
   assert lines[0].endswith("No space left on device" if tool in ("train", "prep") else
                            "No space left on device)"), lines
+
+
+def test_asyncio_records_of_writes_that_failed_together_keep_one_line():
+  """When a batch of writes fails together, the command reports the first failure in one line,
+  and asyncio logs each other one as a task whose exception was never retrieved: that record
+  stays, on one line, without the task's repr or a traceback."""
+  error = OSError(28, "No space left on device")
+  record = logging.LogRecord(
+      "asyncio", logging.ERROR, "/usr/lib/python3/asyncio/base_events.py", 1, "%s",
+      ("Task exception was never retrieved\nfuture: <Task finished name='Task-7' coro=<write()> "
+       "exception=OSError(28)>",), (OSError, error, None))
+  errors._NoRelayedTracebacks().filter(record)
+  assert logging.Formatter().format(record) == "Task exception was never retrieved"
+  other = logging.LogRecord("asyncio", logging.ERROR, "x.py", 1, "two\nlines", (), None)
+  errors._NoRelayedTracebacks().filter(other)
+  assert other.getMessage() == "two\nlines"  # any other asyncio record is left as it is

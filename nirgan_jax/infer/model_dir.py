@@ -17,6 +17,7 @@ directory that does not load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -50,8 +51,14 @@ def save_model_dir(path: str | os.PathLike, params: dict[str, Any],
 
   def write(folder: epath.Path) -> None:
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(folder / PARAMS_DIR, jax.tree.map(np.asarray, params))
-    checkpointer.wait_until_finished()
+    try:
+      checkpointer.save(folder / PARAMS_DIR, jax.tree.map(np.asarray, params))
+      checkpointer.wait_until_finished()
+    finally:
+      # A failed save may leave writes of its background thread in flight; they must end
+      # before the temporary folder is removed, or they re-create it.
+      with contextlib.suppress(Exception):
+        checkpointer.close()
     for name, content in (extra_files or {}).items():
       (folder / name).write_bytes(content)
     (folder / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -131,11 +132,27 @@ def quiet_libtiff_fallback_errors() -> None:
       ctypes.CDLL(library).TIFFSetErrorHandler(None)
 
 
+# After a failed Orbax save, TensorStore's own threads may still finish writes that were in
+# flight and re-create the temporary folder a moment after it was removed: it must stay gone
+# for _SETTLE_S, and its removal is retried for up to _LATE_WRITES_S.
+_LATE_WRITES_S = 10.0
+_SETTLE_S = 0.5
+
+
 def _remove(path: Path) -> None:
-  if path.is_dir() and not path.is_symlink():
-    shutil.rmtree(path, ignore_errors=True)
-  else:
+  if not (path.is_dir() and not path.is_symlink()):
     path.unlink(missing_ok=True)
+    return
+  deadline = time.monotonic() + _LATE_WRITES_S
+  while True:
+    shutil.rmtree(path, ignore_errors=True)
+    if not path.exists():
+      time.sleep(_SETTLE_S)
+      if not path.exists():
+        return
+    if time.monotonic() > deadline:
+      return
+    time.sleep(0.05)
 
 
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
