@@ -22,7 +22,6 @@ import numpy as np
 
 from benchmarks import common
 from data_prep import build
-from nirgan_jax import contract
 from nirgan_jax.data import pipeline as ip
 from nirgan_jax.data import transforms
 
@@ -30,50 +29,32 @@ IMAGE = 256
 GSDS = (10.0, 15.0, 20.0)
 
 
-def stages(record: bytes, source, gsd: float, rng: np.random.Generator) -> dict[str, float]:
-  """Seconds of each stage for one example shown at ``gsd`` (native 10 m)."""
+def stages(record: bytes, source, transform: ip.ExampleTransform,
+           rng: np.random.Generator) -> dict[str, float]:
+  """Seconds of each stage of ``transform.random_map`` for one stored example, run as it runs
+  them."""
   times = {}
   clock = time.perf_counter
 
   t = clock()
   element = source.dataset_info.features.deserialize_example_np(record)
   times["decode"] = clock() - t
-
-  factor = gsd / 10.0
-  window = transforms.native_window(IMAGE, factor)
+  gsd, factor = transform.choose_gsd(element, rng)
   t = clock()
-  height, width = element["rgb"].shape[:2]
-  top = int(rng.integers(0, height - window + 1))
-  left = int(rng.integers(0, width - window + 1))
-  rows, cols = slice(top, top + window), slice(left, left + window)
-  image = np.concatenate([element["rgb"][rows, cols], element["nir"][rows, cols]], axis=-1)
-  valid = element[contract.VALID][rows, cols]
-  times["window"] = clock() - t
-
-  t = clock()
-  image = transforms.to_reflectance(image)
-  valid = valid.astype(np.float32)
-  times["to_float"] = clock() - t
-
+  image, valid = transform.native_window(element, gsd, factor, rng)
+  times["window_to_float"] = clock() - t
   t = clock()
   if factor > 1:
     image, valid = transforms.area_resample_valid(image, valid, factor)
   times["area_resample"] = clock() - t
-
   t = clock()
-  h, w = image.shape[:2]
-  top, left = transforms.random_crop_offsets(rng, h, w, IMAGE)
-  image = transforms.crop(np.concatenate([image, valid], axis=-1), IMAGE, top, left)
+  image = transform.crop(image, valid, rng)
   times["crop"] = clock() - t
-
   t = clock()
-  gain = transforms.illumination_gain(rng, image[..., :4], image[..., 4:], 0.67, 1.5)
-  image *= np.array([gain] * 4 + [1.0], np.float32)
+  image = transform.apply_gain(image, rng)
   times["illumination_gain"] = clock() - t
-
   t = clock()
-  image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
-  image = np.ascontiguousarray(image, np.float32)
+  transform.orient(image, rng)
   times["flip_and_copy"] = clock() - t
   return times
 
@@ -99,11 +80,15 @@ def main() -> None:
       records = [source.data_source[i] for i in range(count)]
       read.append((time.perf_counter() - t) / count)
     for gsd in GSDS:
+      # Always at ``gsd``: that resolution as the only one, with the recipe's augmentation.
+      only = ip.SourceSpec(name=spec.name, data_dir=tmp, native_gsd_m=10.0,
+                           derived_gsd_m=(gsd,), prob_native=0.0 if gsd > 10.0 else 1.0)
+      transform = ip.ExampleTransform(only, IMAGE, augment=True, illumination_gain=(0.67, 1.5))
       passes = []
       for _ in range(args.repeats):
         totals: dict[str, float] = {}
         for record in records:
-          for stage, seconds in stages(record, source, gsd, rng).items():
+          for stage, seconds in stages(record, source, transform, rng).items():
             totals[stage] = totals.get(stage, 0.0) + seconds
         passes.append(totals)
       per_gsd[f"{gsd:g}m"] = {

@@ -331,15 +331,20 @@ class Sen2Naip(PatchBuilder):
     else:
       yield from self._mlstac_patches(item)
 
+  def _tile_sample(self, raster: str, item: SourceItem, date: str = ""):
+    """The patches of a sample's RGBN GeoTIFF (reflectance x 10000) at this config's
+    resolution."""
+    resolution = self.builder_config.resolution
+    yield from self._tile_raster(raster, RGBN, lambda dn: dn / contract.REFLECTANCE_SCALE,
+                                 sensor=SENSOR[resolution], date=date,
+                                 source_name=f"{item.source}/{resolution}")
+
   def _taco_v2_patches(self, item: SourceItem):
     resolution = self.builder_config.resolution
     if item.extra["vsi"] is None:
       raise SkipItem(f"sample has no {resolution} item and fewer than "
                      f"{ITEM_INDEX[resolution] + 1} items")
-    yield from self._tile_raster(item.extra["vsi"], RGBN,
-                                 lambda dn: dn / contract.REFLECTANCE_SCALE,
-                                 sensor=SENSOR[resolution], date=item.extra["date"],
-                                 source_name=f"{item.source}/{resolution}")
+    yield from self._tile_sample(item.extra["vsi"], item, date=item.extra["date"])
 
   def _taco_patches(self, item: SourceItem):
     path, base = item.extra["path"], item.extra["offset"]
@@ -351,9 +356,7 @@ class Sen2Naip(PatchBuilder):
     offset, length = base + int(leaf["tortilla:offset"]), int(leaf["tortilla:length"])
     check_span(path.stat().st_size, offset, length, f"{resolution.upper()} image")
     subfile = vsisubfile(path, offset, length)
-    yield from self._tile_raster(subfile, RGBN, lambda dn: dn / contract.REFLECTANCE_SCALE,
-                                 sensor=SENSOR[resolution], date=item.extra["date"],
-                                 source_name=f"{item.source}/{resolution}")
+    yield from self._tile_sample(subfile, item, date=item.extra["date"])
 
   def _mlstac_patches(self, item: SourceItem):
     data_file: Path = item.extra["data_file"]
@@ -388,9 +391,7 @@ class Sen2Naip(PatchBuilder):
                        dtype=image.dtype, crs=profile["crs"],
                        transform=profile["transform"]) as dst:
         dst.write(image[:4])
-      yield from self._tile_raster(memory.name, RGBN, lambda dn: dn / contract.REFLECTANCE_SCALE,
-                                   sensor=SENSOR[resolution],
-                                   source_name=f"{item.source}/{resolution}")
+      yield from self._tile_sample(memory.name, item)
 
 
 def _parse_point(wkt) -> tuple[float, float] | None:

@@ -281,16 +281,26 @@ class ExampleTransform(grain.transforms.RandomMap):
     # augmenting; (1, 1) draws nothing, so other augmentations keep their random streams.
     self.illumination_gain = tuple(float(g) for g in illumination_gain)
 
-  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    spec, size = self.spec, self.image_size
+  # The stages of random_map, in the order it runs them (and draws from ``rng``);
+  # benchmarks/profile_pipeline.py times each.
+
+  def choose_gsd(self, element: dict[str, Any], rng: np.random.Generator) -> tuple[float, float]:
+    """(gsd to show the example at, its factor over the native gsd)."""
+    spec = self.spec
     native = spec.native_gsd_m or float(element["gsd_m"])  # 0: the example's own
     gsd = (transforms.choose_gsd(rng, native, spec.derived_gsd_m, spec.prob_native)
            if self.multiscale else native)
-    factor = gsd / native
+    return gsd, gsd / native
+
+  def native_window(self, element: dict[str, Any], gsd: float, factor: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The window of native pixels the example is cut from: (H, W, 4) float reflectance and
+    its (H, W, 1) float mask."""
+    size = self.image_size
     height, width = element["rgb"].shape[:2]
     window = transforms.native_window(size, factor)
     if window > min(height, width):
-      raise UnfillableResolutionError(unfillable_message(spec, gsd, size, window,
+      raise UnfillableResolutionError(unfillable_message(self.spec, gsd, size, window,
                                                          min(height, width)))
     if self.augment:
       top = int(rng.integers(0, height - window + 1))
@@ -300,24 +310,39 @@ class ExampleTransform(grain.transforms.RandomMap):
     rows, cols = slice(top, top + window), slice(left, left + window)
     image = transforms.to_reflectance(  # the window only: a stored patch is up to 16x larger
         np.concatenate([element["rgb"][rows, cols], element["nir"][rows, cols]], axis=-1))
-    valid = element[contract.VALID][rows, cols].astype(np.float32)
-    if factor > 1:
-      image, valid = transforms.area_resample_valid(image, valid, factor)
+    return image, element[contract.VALID][rows, cols].astype(np.float32)
+
+  def crop(self, image: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``image_size`` px of the (resampled) window, the mask as a fifth channel."""
+    size = self.image_size
     h, w = image.shape[:2]
     if self.augment:
       top, left = transforms.random_crop_offsets(rng, h, w, size)
     else:
       top, left = (h - size) // 2, (w - size) // 2
-    image = transforms.crop(np.concatenate([image, valid], axis=-1), size, top, left)
+    return transforms.crop(np.concatenate([image, valid], axis=-1), size, top, left)
+
+  def apply_gain(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if self.augment and self.illumination_gain != (1.0, 1.0):
       gain = transforms.illumination_gain(rng, image[..., :4], image[..., 4:],
                                           *self.illumination_gain)
       # One multiply over all five channels (the mask's by 1): NumPy is slow on the
       # four-of-five-channel view.
       image *= np.array([gain] * 4 + [1.0], np.float32)
+    return image
+
+  def orient(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random flip / quarter turn when augmenting; a contiguous float32 copy."""
     if self.augment:
       image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
-    image = np.ascontiguousarray(image, np.float32)
+    return np.ascontiguousarray(image, np.float32)
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    gsd, factor = self.choose_gsd(element, rng)
+    image, valid = self.native_window(element, gsd, factor, rng)
+    if factor > 1:
+      image, valid = transforms.area_resample_valid(image, valid, factor)
+    image = self.orient(self.apply_gain(self.crop(image, valid, rng), rng), rng)
     return {
         "rgb": image[..., :3],
         "nir": image[..., 3:4],
