@@ -1,6 +1,6 @@
 """Builds one NIR-GAN source as a TFDS ArrayRecord dataset.
 
-    python -m data_prep.build <source> --manual_dir RAW --data_dir OUT
+    python -m data_prep.build <source> --manual_dir RAW --data_dir OUT [--remote URL ...]
         [--config NAME] [--patch_size N] [--stride N] [--max_invalid_share 0.05]
         [--option KEY=VALUE ...] [--workers N] [--overwrite]
 
@@ -99,12 +99,16 @@ def removing_what_a_failure_adds(data_dir: str | os.PathLike) -> Iterator[None]:
 def build(source: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
           config: str | None = None, patch_size: int | None = None, stride: int | None = None,
           max_invalid_share: float | None = None, overwrite: bool = False,
-          extra: dict | None = None, workers: int = 1):
-  """Builds ``source``; returns (builder, report dict or None if an existing build was reused)."""
+          extra: dict | None = None, workers: int = 1, remote: Sequence[str] = ()):
+  """Builds ``source`` from ``manual_dir`` and/or the URLs ``remote`` (read in place, for
+  builders with ``REMOTE_INPUTS``); returns (builder, report dict or None if an existing build
+  was reused)."""
   if source not in BUILDERS:
     raise errors.NirganError(f"unknown source {source!r}; known: {sorted(BUILDERS)}")
   cls = BUILDERS[source]
-  if cls.MANUAL_DOWNLOAD_INSTRUCTIONS:
+  if remote and not cls.REMOTE_INPUTS:
+    raise errors.UsageError(f"{source} reads no remote inputs: copy them into --manual_dir")
+  if cls.MANUAL_DOWNLOAD_INSTRUCTIONS and (manual_dir is not None or not remote):
     if manual_dir is None:
       raise errors.UsageError(f"{source} needs --manual_dir. {cls.download_instructions()}")
     manual_dir = paths.local_path(manual_dir, "the raw archive is read from the local filesystem")
@@ -123,6 +127,7 @@ def build(source: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.num_workers = workers
+    builder.remote_inputs = list(remote)
     try:
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           manual_dir=str(manual_dir) if manual_dir else None, download_mode=mode,
@@ -139,6 +144,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("source", choices=sorted(BUILDERS))
   parser.add_argument("--data_dir", required=True, help="TFDS data directory to write")
   parser.add_argument("--manual_dir", help="local copy of the raw archive")
+  parser.add_argument("--remote", action="append", default=[], metavar="URL",
+                      help="an input read in place, without a local copy (sen2naip: a TACO v2 "
+                           ".tacozip at https://, gs:// or s3://); repeatable")
   parser.add_argument("--config", help="builder config (default: the first)")
   parser.add_argument("--patch_size", type=int,
                       help="patch side in native pixels (default: the config's, e.g. 256 for "
@@ -188,7 +196,8 @@ def parse_options(options: list[str], builder_cls) -> dict:
 @errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  if BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS and not args.manual_dir:
+  if (BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS and not args.manual_dir
+      and not args.remote):
     raise errors.UsageError(f"{args.source} needs --manual_dir. "
                             f"{BUILDERS[args.source].download_instructions()}")
   check_arguments(args)
@@ -196,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     builder, report = build(args.source, args.data_dir, args.manual_dir, args.config,
                             args.patch_size, args.stride, args.max_invalid_share,
-                            args.overwrite, extra, args.workers)
+                            args.overwrite, extra, args.workers, args.remote)
   except Exception as e:
     failure = errors.storage_failure(e, environment_only=True)
     if failure is None or failure.path:

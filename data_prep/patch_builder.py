@@ -114,6 +114,8 @@ class PatchBuilderConfig(tfds.core.BuilderConfig):
 class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the NIR-GAN source builders (array_record, contract features, skip report)."""
 
+  # What inputs the builder reads in place from URLs (``build --remote``); "" for none.
+  REMOTE_INPUTS = ""
   DESCRIPTION = ""
   CITATION = ""
   LICENSE = ""
@@ -124,6 +126,7 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     super().__init__(**kwargs)
     self.report = BuildReport(self.name)
     self.num_workers = 1  # processes reading inputs; set before download_and_prepare
+    self.remote_inputs: list[str] = []  # URLs read in place (``REMOTE_INPUTS``), likewise
     self._pool = None
 
   @classmethod
@@ -137,6 +140,10 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise errors.UsageError(f"{cls.name} is not generated: it needs --manual_dir")
     _, report = build.build(cls.name, data_dir, config=config)
     return report is not None
+
+  def inputs_description(self, manual_dir: Path | None) -> str:
+    """Where this build's inputs come from, for messages."""
+    return ", ".join([str(manual_dir)] * (manual_dir is not None) + self.remote_inputs)
 
   @classmethod
   def download_instructions(cls) -> str:
@@ -154,8 +161,13 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     )
 
   def _split_generators(self, dl_manager):
-    # TFDS itself refuses a missing or empty manual_dir before we get here.
-    manual_dir = Path(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS else None
+    manual_dir = None
+    if self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      try:
+        manual_dir = Path(dl_manager.manual_dir)
+      except AssertionError:  # TFDS: none given, or empty (``build`` refuses the latter first)
+        if not self.remote_inputs:
+          raise
     items = self._discover(manual_dir)
     by_split: dict[str, list[SourceItem]] = {}
     for item in items:
@@ -174,7 +186,8 @@ class PatchBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not generators:
       skipped = self.report.skipped  # the report is written only by a build that succeeds
       first = f"; first: {skipped[0]['source']}: {skipped[0]['reason']}" if skipped else ""
-      raise FileNotFoundError(f"{manual_dir}: no usable {self.name} inputs found "
+      raise FileNotFoundError(f"{self.inputs_description(manual_dir)}: no usable {self.name} "
+                              f"inputs found "
                               f"({len(items)} listed, all skipped{first}). "
                               f"{self.download_instructions()}".rstrip())
     return generators

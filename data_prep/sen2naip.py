@@ -4,7 +4,10 @@ read from any of its distributions (see docs/data.md), detected by layout:
 * TACO v2 (``*.tacozip``, or a folder holding ``COLLECTION.json``), the format tacotoolbox
   writes today: read with the official reader, ``tacoreader``. Each sample is a folder whose
   items ``lr`` and ``hr`` (else the first and second item) are GeoTIFFs that GDAL opens in
-  place; ``split`` gives the split.
+  place; ``split`` gives the split. A ``.tacozip`` may also stay remote (``--remote``:
+  ``https://``, ``gs://``, ``s3://``): tacoreader reads its metadata in byte ranges and GDAL
+  each sample's GeoTIFF (``/vsicurl/``, ``/vsigs/``, ``/vsis3/``), so nothing is downloaded
+  whole.
 * TACO v1 (``*.taco``, ``*.part.taco``, ``*.tortilla``, e.g. ``sen2naipv2-crosssensor.taco``),
   the format SEN2NAIP v2 is distributed in, read by the parser below (tested against the legacy
   reader ``tacoreader.v1`` on a file that tacotoolbox's last v1 writer made, and about 3x
@@ -36,7 +39,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,7 +50,7 @@ from rasterio.io import MemoryFile
 from data_prep import splits
 from data_prep.patch_builder import PatchBuilder, PatchBuilderConfig, SourceItem
 from data_prep.raster import BandLayout, SkipItem
-from nirgan_jax import contract
+from nirgan_jax import contract, errors
 from nirgan_jax.errors import import_extra
 
 if TYPE_CHECKING:
@@ -151,7 +154,8 @@ def read_taco_v2(path: str) -> list[dict]:
       finally:
         dataset.close()
   except Exception as e:  # tacoreader raises its own, pyarrow's and DuckDB's errors alike
-    raise SkipItem(f"not a readable TACO v2 dataset ({type(e).__name__}: {e})") from e
+    raise SkipItem(f"not a readable TACO v2 dataset ({type(e).__name__}: "
+                   f"{errors.one_line(e)})") from e
   return rows
 
 
@@ -235,7 +239,8 @@ class Sen2Naip(PatchBuilder):
   (e.g. sen2naipv2-crosssensor.taco or all sen2naipv2-unet.000N.part.taco parts) into
   manual_dir, or an ML-STAC variant (tacofoundation/SEN2NAIPv2-real, ...-synthethic1/2) so
   that manual_dir holds main.json and <split>/mls/{metadata.parquet,<data file>}. TACO v2
-  files (.tacozip, or folders holding COLLECTION.json) are read too."""
+  files (.tacozip, or folders holding COLLECTION.json) are read too, and remote .tacozip files
+  in place with --remote URL (https://, gs://, s3://)."""
   DESCRIPTION = __doc__
   CITATION = """@article{aybar2025sen2naipv2,
   title={SEN2NAIP: A large-scale dataset for Sentinel-2 Image Super-Resolution},
@@ -244,8 +249,14 @@ class Sen2Naip(PatchBuilder):
   LICENSE = "CC0-1.0"
   HOMEPAGE = "https://huggingface.co/datasets/tacofoundation/SEN2NAIPv2"
 
-  def _discover(self, manual_dir: Path) -> list[SourceItem]:
+  REMOTE_INPUTS = "TACO v2 .tacozip files (https://, gs://, s3://)"
+
+  def _discover(self, manual_dir: Path | None) -> list[SourceItem]:
     items = []
+    for url in self.remote_inputs:
+      items += self._discover_taco_v2(url)
+    if manual_dir is None:
+      return items
     v2 = sorted(manual_dir.rglob("*.tacozip")) + sorted(
         p.parent for p in manual_dir.rglob("COLLECTION.json") if (p.parent / "DATA").is_dir())
     for dataset in v2:
@@ -257,7 +268,8 @@ class Sen2Naip(PatchBuilder):
       items += self._discover_mlstac(metadata)
     return items
 
-  def _discover_taco_v2(self, path: Path) -> list[SourceItem]:
+  def _discover_taco_v2(self, path: Path | str) -> list[SourceItem]:
+    """The samples of a local TACO v2 dataset, or of a remote ``.tacozip`` (a URL)."""
     try:
       rows = read_taco_v2(path)
     except SkipItem as e:
@@ -279,7 +291,7 @@ class Sen2Naip(PatchBuilder):
         centroid = _wkb_point(head.get("l0:stac:centroid"))
         split = splits.location_split(*centroid) if centroid else "train"
       time = head.get("l0:stac:time_start")
-      items.append(SourceItem(f"{path.name}:{sample_id}", split, {
+      items.append(SourceItem(f"{PurePosixPath(str(path)).name}:{sample_id}", split, {
           "kind": "taco_v2", "vsi": item["l1:internal:gdal_vsi"] if item else None,
           "date": time.date().isoformat() if isinstance(time, datetime.datetime) else ""}))
     self.report.add_note(f"{path}: TACO v2, {len(samples)} samples (tacoreader)")

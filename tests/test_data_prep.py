@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from nirgan_jax import contract
 from nirgan_jax.errors import NirganError
 
 import data_fixtures
+import range_server
 from conftest import REPO, TEST_DATA
 
 S2_SAMPLE = TEST_DATA / "s2_100k_sample"
@@ -468,6 +470,52 @@ def test_sen2naip_v1_and_v2_of_the_same_samples_give_identical_examples(tmp_path
         for key in a:
           if key != "source_id":
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split} {key}")
+
+
+def test_sen2naip_a_remote_tacozip_is_read_in_place_and_builds_as_the_local_one(
+    tmp_path, monkeypatch, capsys):
+  """A .tacozip in a Cloud Storage bucket (a loopback server speaking its XML API): tacoreader
+  reads the metadata and GDAL each GeoTIFF in byte ranges, and the build equals the local one,
+  under the same name, with no manual_dir."""
+  fixture = data_fixtures.write_sen2naip_tacozip(tmp_path / "raw")
+  tacozip = fixture.root / "sen2naip-mini.tacozip"
+  (tmp_path / "served" / "bucket").mkdir(parents=True)
+  shutil.copy(tacozip, tmp_path / "served" / "bucket" / tacozip.name)
+  (tmp_path / "local").mkdir()
+  shutil.copy(tacozip, tmp_path / "local" / tacozip.name)
+  local, _ = build.build("sen2naip", tmp_path / "tfds_local", tmp_path / "local", config="hr",
+                         patch_size=32)
+  for proxy in range_server.PROXY_VARIABLES:
+    monkeypatch.delenv(proxy, raising=False)
+  with range_server.serving(tmp_path / "served") as (url, requests):
+    # The Cloud Storage endpoint of tacoreader's object store (obstore), then of GDAL.
+    for name, value in {"GOOGLE_BASE_URL": url, "GOOGLE_SKIP_SIGNATURE": "true",
+                        "GOOGLE_ALLOW_HTTP": "true", "CPL_GS_ENDPOINT": f"{url}/",
+                        "GS_NO_SIGN_REQUEST": "YES"}.items():
+      monkeypatch.setenv(name, value)
+    assert build.main(["sen2naip", "--data_dir", str(tmp_path / "tfds_remote"), "--config",
+                       "hr", "--patch_size", "32", "--remote",
+                       f"gs://bucket/{tacozip.name}"]) == 0
+    capsys.readouterr()
+    assert build.main(["sen2naip", "--data_dir", str(tmp_path / "tfds_missing"), "--remote",
+                       "gs://bucket/missing.tacozip"]) == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1, err
+  assert err.startswith("error: gs://bucket/missing.tacozip: no usable sen2naip inputs"), err
+  assert not (tmp_path / "tfds_missing").exists()
+  remote = tfds.builder("sen2naip/hr_p32", data_dir=str(tmp_path / "tfds_remote"))
+  assert remote.builder_config.name == local.builder_config.name == "hr_p32"
+  built = {"local": _read_all(local), "remote": _read_all(remote)}
+  assert set(built["local"]) == set(built["remote"]) == {"train", "validation", "test"}
+  for split, examples in built["local"].items():
+    assert len(examples) == len(built["remote"][split]) > 0
+    for a, b in zip(examples, built["remote"][split], strict=True):
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split} {key}")
+  report = json.loads((Path(remote.data_dir) / REPORT_JSON).read_text())
+  assert f"gs://bucket/{tacozip.name}: TACO v2, 3 samples (tacoreader)" in report["notes"]
+  assert requests and all(header is not None for _, header, _ in requests)  # ranges only
+  assert max(sent for _, _, sent in requests) < tacozip.stat().st_size
 
 
 def test_reading_taco_v2_never_asks_duckdb_to_download_an_extension(tmp_path, monkeypatch):
