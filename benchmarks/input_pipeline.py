@@ -3,6 +3,11 @@ S2-like ArrayRecord dataset (the demo builder with 512 px patches, multi-scale o
 native, 15 and 20 m derived, which 512 px fill), with 0, 1 and 2 worker processes, and
 peak RSS.
 
+Per core twice: ``samples_per_s_per_core`` divides by the cores the process may use (as a
+machine of that many cores would be sized), ``samples_per_cpu_s`` by the CPU time the main
+process (reading threads included) and its worker processes spent while the batches were
+timed: the cores the pipeline kept busy, so how many a host needs for a given rate.
+
     python -m benchmarks.input_pipeline [--examples 200] [--batches 40] [--workers 0 1 2]
 
 Prints one JSON line.
@@ -17,6 +22,7 @@ import sys
 import tempfile
 import time
 
+import psutil
 from absl import flags
 
 from benchmarks import common
@@ -24,6 +30,24 @@ from data_prep import build
 from nirgan_jax.data import pipeline as ip
 
 BATCH = 16
+
+
+def cpu_seconds_by_process() -> dict[int, float]:
+  """User + system CPU seconds of this process and of every live process under it."""
+  here = psutil.Process()
+  seconds = {}
+  for process in (here, *here.children(recursive=True)):
+    try:
+      times = process.cpu_times()
+    except psutil.NoSuchProcess:
+      continue
+    seconds[process.pid] = times.user + times.system
+  return seconds
+
+
+def cpu_seconds_since(before: dict[int, float]) -> float:
+  """CPU seconds spent since ``before`` by the processes alive now."""
+  return sum(now - before.get(pid, 0.0) for pid, now in cpu_seconds_by_process().items())
 
 
 def main() -> None:
@@ -45,13 +69,18 @@ def main() -> None:
     for workers in args.workers:
       iterator = ip.make_iterator(dataset, workers=workers)
       next(iterator)  # start-up (worker processes, first reads) is not throughput
+      cpu_before = cpu_seconds_by_process()
       start = time.perf_counter()
       for _ in range(args.batches):
         next(iterator)
       seconds = time.perf_counter() - start
-      samples_per_s = args.batches * BATCH / seconds
-      runs.append({"workers": workers, "samples_per_s": round(samples_per_s, 1),
-                   "samples_per_s_per_core": round(samples_per_s / cores, 1)})
+      cpu_seconds = cpu_seconds_since(cpu_before)
+      iterator.close()  # its threads and workers would still fill buffers in the next run
+      samples = args.batches * BATCH
+      runs.append({"workers": workers, "samples_per_s": round(samples / seconds, 1),
+                   "samples_per_s_per_core": round(samples / seconds / cores, 1),
+                   "cores_busy": round(cpu_seconds / seconds, 2),
+                   "samples_per_cpu_s": round(samples / cpu_seconds, 1)})
   common.emit({"benchmark": "input_pipeline", "image_size": 256, "batch": BATCH,
                "cores": cores, "runs": runs, "peak_rss_mb": round(common.peak_rss_mb(), 1)})
 

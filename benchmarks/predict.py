@@ -2,7 +2,7 @@
 multiply injection, random weights) over a generated 4,096 x 4,096 RGB uint16 GeoTIFF.
 
     python -m benchmarks.predict [--size 4096] [--large] [--tile 256] [--overlap 32]
-        [--batch_size 4] [--generator full|tiny] [--torch]
+        [--batch_size 4] [--generator full|tiny] [--compute_dtype float32|bfloat16] [--torch]
 
 Prints one JSON line: output megapixels per second (compilation excluded: a warm-up on a
 small raster compiles first) and the peak RSS. ``--large`` predicts a 10,980 x 10,980
@@ -88,6 +88,7 @@ def main() -> None:
   parser.add_argument("--overlap", type=int, default=32)
   parser.add_argument("--batch_size", type=int, default=4)
   parser.add_argument("--generator", choices=("full", "tiny"), default="full")
+  parser.add_argument("--compute_dtype", choices=tuple(models.COMPUTE_DTYPES), default="float32")
   parser.add_argument("--torch", action="store_true")
   parser.add_argument("--repeats", type=int, default=3, help="torch timing repeats")
   args = parser.parse_args()
@@ -97,7 +98,8 @@ def main() -> None:
     tmp = Path(tmp)
     write_scene(tmp / "scene.tif", size)
     write_scene(tmp / "warmup.tif", args.tile + 8)
-    model = inference.load_model(write_model(tmp / "model", args.generator))
+    model = inference.load_model(write_model(tmp / "model", args.generator),
+                                 compute_dtype=args.compute_dtype)
     options = predict.Options(tile=args.tile, overlap=args.overlap,
                               batch_size=args.batch_size)
     predict.predict_file(model, tmp / "warmup.tif", tmp / "warmup_nir.tif", options, False)
@@ -109,7 +111,7 @@ def main() -> None:
 
   record = {"benchmark": "predict", **common.environment(), "size_px": size,
             "generator": args.generator, "tile": args.tile, "overlap": args.overlap,
-            "batch_size": args.batch_size,
+            "batch_size": args.batch_size, "compute_dtype": args.compute_dtype,
             "conv_impl": model.config.model.conv_impl, "seconds": round(seconds, 1),
             "mpx_per_s": round(size * size / seconds / 1e6, 4),
             "peak_rss_mb": round(common.peak_rss_mb(), 1)}

@@ -41,3 +41,17 @@ def test_a_benchmark_prints_one_json_line_of_figures(name, tmp_path):
   record = json.loads(lines[0])
   numbers = _numbers(record)
   assert numbers and all(math.isfinite(n) for n in numbers), record
+
+
+def test_predict_precision_prints_one_json_line_of_figures(tmp_path):
+  from benchmarks.predict import write_model
+
+  model = write_model(tmp_path / "model", "tiny")
+  process = subprocess.run([sys.executable, "-m", "benchmarks.predict_precision", "--model",
+                            str(model), "--images", "2"],
+                           cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert process.returncode == 0, process.stderr[-3000:]
+  record = json.loads(process.stdout)
+  assert record["images"] == 2 and set(record["scores"]) == {"float32", "bfloat16"}
+  assert 0 < record["bfloat16_vs_float32"]["nir_abs_diff_mean"] < 0.05
+  assert all(math.isfinite(n) for n in _numbers(record)), record

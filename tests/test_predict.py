@@ -1,14 +1,10 @@
 """predict: tiled GeoTIFF inference equals a whole-image forward, shows no seams, keeps the
 georeferencing, runs on the real S2-100K samples, and refuses bad input cleanly."""
 
-import functools
-import http.server
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +17,7 @@ from nirgan_jax.infer import geotiff, model_dir, predict, products, tile_grid
 from nirgan_jax.infer import model as inference
 from nirgan_jax.models import config as model_config
 
+import range_server
 from conftest import REPO, TEST_DATA, rbg_key, tiny_config
 from data_fixtures import write_geotiff
 
@@ -148,6 +145,29 @@ def test_nodata_pixels_stay_nodata(tmp_path, satclip_model):
   hole = np.zeros(nir.shape, bool)
   hole[10:30, 40:90] = True
   assert (nir[hole] == products.UINT16_NODATA).all() and (nir[~hole] < 10_000).all()
+
+
+def test_bfloat16_compute_predicts_near_float32_into_the_same_float32_product(
+    tmp_path, satclip_model):
+  write_geotiff(tmp_path / "in.tif", landscape(96, 128, seed=5), CRS, TRANSFORM)
+  nir = {}
+  for dtype in ("float32", "bfloat16"):
+    out = tmp_path / f"{dtype}.tif"
+    assert predict.main([str(tmp_path / "in.tif"), "--model", str(satclip_model), "--out",
+                         str(out), "--compute_dtype", dtype, "--quiet"]) == 0
+    with rasterio.open(out) as src:
+      assert src.dtypes[0] == "float32"
+      nir[dtype] = src.read(1)
+  difference = np.abs(nir["bfloat16"] - nir["float32"])
+  # bfloat16 keeps 8 bits of mantissa: NIR moves by about 1e-3 of reflectance (this random
+  # tiny model's largest change is larger; benchmarks/predict_precision.py measures a trained
+  # one on real imagery).
+  assert 0 < difference.mean() < 5e-3, difference.mean()
+  assert np.percentile(difference, 99) < 5e-2, np.percentile(difference, 99)
+  model = inference.load_model(satclip_model, compute_dtype="bfloat16")
+  assert model.config.compute_dtype == "bfloat16"
+  with pytest.raises(ValueError, match="compute_dtype must be one of"):
+    inference.load_model(satclip_model, compute_dtype="float16")
 
 
 def test_ndvi_output_and_histogram_matching(tmp_path, satclip_model):
@@ -364,54 +384,15 @@ def test_a_gdal_scale_of_zero_is_refused(tmp_path, satclip_model, capsys):
   assert not (tmp_path / "out.tif").exists()
 
 
-class RangeRequests(http.server.SimpleHTTPRequestHandler):
-  """Serves files from ``directory`` and answers single byte ranges (206), as an object store
-  does; records every request's path, Range header and bytes sent."""
-
-  log: list  # set per server
-
-  def do_GET(self):  # noqa: N802 (http.server's naming)
-    path = Path(self.translate_path(self.path))
-    if not path.is_file():
-      self.send_error(404)
-      return
-    data, size = path.read_bytes(), path.stat().st_size
-    header = self.headers.get("Range")
-    if header is None:
-      start, end, status = 0, size - 1, 200
-    else:
-      first, _, last = header.removeprefix("bytes=").split(",")[0].partition("-")
-      start, end, status = int(first), min(int(last or size - 1), size - 1), 206
-    body = data[start:end + 1]
-    self.log.append((self.path, header, len(body)))
-    self.send_response(status)
-    self.send_header("Content-Length", str(len(body)))
-    self.send_header("Accept-Ranges", "bytes")
-    if status == 206:
-      self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-    self.end_headers()
-    self.wfile.write(body)
-
-  def log_message(self, *args):
-    pass
-
-
 @pytest.fixture
 def http_server(tmp_path, monkeypatch):
   """A loopback HTTP server of ``tmp_path / "served"`` that answers byte ranges."""
-  for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
+  for proxy in range_server.PROXY_VARIABLES:
     monkeypatch.delenv(proxy, raising=False)
   served = tmp_path / "served"
   served.mkdir()
-  handler = type("Handler", (RangeRequests,), {"log": []})
-  server = http.server.ThreadingHTTPServer(
-      ("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  yield f"http://127.0.0.1:{server.server_address[1]}", served, handler.log
-  server.shutdown()
-  thread.join()
+  with range_server.serving(served) as (url, log):
+    yield url, served, log
 
 
 def test_a_cog_over_http_is_read_in_byte_ranges(tmp_path, satclip_model, http_server):

@@ -59,11 +59,13 @@ class Model:
 
 
 def load_model(path: str | os.PathLike, conv_impl: str | None = "auto",
-               inject_style: str = "multiply") -> Model:
+               inject_style: str = "multiply", compute_dtype: str | None = None) -> Model:
   """A model directory (export, ``import_torch``) or an original NIR-GAN ``.ckpt``.
 
   ``conv_impl`` replaces the one the model was trained with ("auto": the fastest on this
-  platform; None keeps it). ``inject_style`` applies to ``.ckpt`` files only.
+  platform; None keeps it), and ``compute_dtype`` ("float32" or "bfloat16") the precision of
+  its convolutions (None keeps the model's; parameters and instance norms stay float32).
+  ``inject_style`` applies to ``.ckpt`` files only.
   """
   path = paths.as_path(path)
   if not path.exists():
@@ -80,6 +82,9 @@ def load_model(path: str | os.PathLike, conv_impl: str | None = "auto",
   check_model(path, config, params)
   if conv_impl is not None:
     config.model.conv_impl = conv_impl
+  if compute_dtype is not None:
+    config.compute_dtype = compute_dtype
+    models.compute_dtype(config)  # a ValueError for an unknown one
   return Model(config, params, str(path))
 
 

@@ -175,6 +175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--lonlat", default=None, help="LON,LAT for rasters without a CRS")
   parser.add_argument("--tile", type=int, default=tiled.TILE)
   parser.add_argument("--overlap", type=int, default=tiled.OVERLAP)
+  predict.add_compute_dtype_argument(parser)
   parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
@@ -193,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise predict.PredictError(f"{folder}: not a folder")
   rasters = predict.expand_inputs([str(folder)])
   options = predict.options_from_args(args)
-  model = load_model(args.model)
+  model = load_model(args.model, compute_dtype=args.compute_dtype)
   for path in rasters:
     predict.check_input(path, options, model.uses_location)
     with geotiff.open_raster(path) as src:
