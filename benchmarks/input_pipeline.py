@@ -9,6 +9,7 @@ process (reading threads included) and its worker processes spent while the batc
 timed: the cores the pipeline kept busy, so how many a host needs for a given rate.
 
     python -m benchmarks.input_pipeline [--examples 200] [--batches 40] [--workers 0 1 2]
+        [--record_compression zstd|snappy|uncompressed]
 
 Prints one JSON line.
 """
@@ -55,6 +56,8 @@ def main() -> None:
   parser.add_argument("--examples", type=int, default=200)
   parser.add_argument("--batches", type=int, default=40)
   parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--record_compression", choices=build.RECORD_COMPRESSIONS, default="zstd",
+                      help="of the built shards (nirgan-prep --record_compression)")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # mp_prefetch reads absl flags
   cores = len(os.sched_getaffinity(0))
@@ -62,7 +65,8 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     with contextlib.redirect_stdout(sys.stderr):  # TFDS announces the build: stdout is the JSON's
       builder, _ = build.build("nirgan_demo", tmp, patch_size=512,
-                               extra={"num_examples": args.examples})
+                               extra={"num_examples": args.examples},
+                               record_compression=args.record_compression)
     spec = ip.SourceSpec(name=f"nirgan_demo/{builder.builder_config.name}", data_dir=tmp,
                          native_gsd_m=10.0, derived_gsd_m=(15.0, 20.0), prob_native=0.5)
     dataset = ip.train_dataset([spec], 256, global_batch_size=BATCH, seed=0)
@@ -82,6 +86,7 @@ def main() -> None:
                    "cores_busy": round(cpu_seconds / seconds, 2),
                    "samples_per_cpu_s": round(samples / cpu_seconds, 1)})
   common.emit({"benchmark": "input_pipeline", "image_size": 256, "batch": BATCH,
+               "record_compression": args.record_compression,
                "cores": cores, "runs": runs, "peak_rss_mb": round(common.peak_rss_mb(), 1)})
 
 

@@ -4,6 +4,7 @@ native and at 15 and 20 m derived, on the benchmark's data: the demo builder's 5
 patches, 256 px examples.
 
     python -m benchmarks.profile_pipeline [--examples 64] [--repeats 3]
+        [--record_compression zstd|snappy|uncompressed]
 
 Each stage runs on the output of the one before, as in the pipeline, one example at a time
 in this process (median over ``--repeats`` passes of every example). Prints one JSON line.
@@ -63,11 +64,14 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--examples", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--record_compression", choices=build.RECORD_COMPRESSIONS, default="zstd",
+                      help="of the built shards (nirgan-prep --record_compression)")
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     with contextlib.redirect_stdout(sys.stderr):  # TFDS announces the build: stdout is the JSON's
       builder, _ = build.build("nirgan_demo", tmp, patch_size=512,
-                               extra={"num_examples": args.examples})
+                               extra={"num_examples": args.examples},
+                               record_compression=args.record_compression)
     spec = ip.SourceSpec(name=f"nirgan_demo/{builder.builder_config.name}", data_dir=tmp,
                          split="train")
     source = ip.open_source(spec)
@@ -96,6 +100,7 @@ def main() -> None:
           for stage in passes[0]}
       per_gsd[f"{gsd:g}m"]["total"] = round(sum(per_gsd[f"{gsd:g}m"].values()), 3)
   common.emit({"benchmark": "profile_pipeline", "image_size": IMAGE, "patch_size": 512,
+               "record_compression": args.record_compression,
                "examples": count, "read_ms": round(statistics.median(read) * 1000, 3),
                "ms_per_example": per_gsd})
 

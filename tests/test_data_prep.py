@@ -165,6 +165,32 @@ def test_rebuild_is_safe_and_reuses(tmp_path, capsys):
   assert '"total_written": 40' in capsys.readouterr().out
 
 
+def test_record_compression_changes_the_shards_not_the_examples(tmp_path, capsys):
+  built, shard_bytes = {}, {}
+  for compression in build.RECORD_COMPRESSIONS:
+    data_dir = tmp_path / compression
+    assert build.main(["nirgan_demo", "--config", "small", "--data_dir", str(data_dir),
+                       "--record_compression", compression]) == 0
+    assert f"records compressed with {compression}" in capsys.readouterr().out
+    builder = tfds.builder("nirgan_demo/small", data_dir=str(data_dir))
+    built[compression] = _read_all(builder)
+    shard_bytes[compression] = sum(p.stat().st_size
+                                   for p in Path(builder.data_dir).glob("*.array_record-*"))
+  for compression in ("snappy", "uncompressed"):
+    for split, examples in built["zstd"].items():
+      assert len(examples) == len(built[compression][split]) > 0
+      for a, b in zip(examples, built[compression][split], strict=True):
+        for key in a:
+          np.testing.assert_array_equal(a[key], b[key], err_msg=f"{compression} {key}")
+  assert shard_bytes["zstd"] < shard_bytes["snappy"] < shard_bytes["uncompressed"]
+  # TFDS's own writer is back after each build.
+  assert tfds.core.file_adapters.ADAPTER_FOR_FORMAT[
+      tfds.core.file_adapters.FileFormat.ARRAY_RECORD].__name__ == "ArrayRecordFileAdapter"
+  with pytest.raises(SystemExit) as refused:  # argparse's choices
+    build.main(["nirgan_demo", "--data_dir", str(tmp_path / "x"), "--record_compression", "lz4"])
+  assert refused.value.code == 2 and not (tmp_path / "x").exists()
+
+
 def test_cli_options_override_config_fields(tmp_path, capsys):
   args = ["nirgan_demo", "--config", "small", "--data_dir", str(tmp_path / "tfds"),
           "--option", "num_examples=12", "--option", "seed=3"]

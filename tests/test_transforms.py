@@ -1,9 +1,14 @@
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from nirgan_jax.data import transforms
+
+from conftest import REPO
 
 
 def test_area_resample_equals_block_means_for_integer_factors():
@@ -161,3 +166,30 @@ def test_illumination_gain_caps_by_the_same_maximum_as_a_masked_max():
       expected = min(expected, 1.0 / brightest) if brightest > 0 else expected
       assert transforms.illumination_gain(np.random.default_rng(seed), image, valid,
                                           1.5, 2.0) == expected
+
+
+_RESAMPLE_IN_A_FRESH_PROCESS = """
+import hashlib, numpy as np, threadpoolctl
+from nirgan_jax.data import transforms
+rng = np.random.default_rng(0)
+image = rng.random((384, 384, 5), dtype=np.float32)
+valid = (rng.random((384, 384, 1)) > 0.01).astype(np.float32)
+means, mask = transforms.area_resample_valid(image, valid, 1.5)
+blas = {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+print(hashlib.sha256(means.tobytes() + mask.tobytes()).hexdigest(), sorted(blas))
+"""
+
+
+def test_non_integer_resampling_gives_the_same_bits_whatever_blas_threads_a_machine_has():
+  """OpenBLAS splits a product's sums by its thread count; the resampling pins it to one
+  thread, so a 1.5x example is the same on a machine of any core count."""
+  outputs = set()
+  for threads in ("1", "2", "4"):
+    process = subprocess.run([sys.executable, "-c", _RESAMPLE_IN_A_FRESH_PROCESS], cwd=REPO,
+                             env={**os.environ, "OPENBLAS_NUM_THREADS": threads},
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    digest, blas_threads = process.stdout.split(maxsplit=1)
+    assert blas_threads.strip() == "[1]"
+    outputs.add(digest)
+  assert len(outputs) == 1

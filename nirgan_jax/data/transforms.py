@@ -9,9 +9,11 @@ without the aliasing of strided subsampling.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+import threadpoolctl
 
 from nirgan_jax import contract
 
@@ -49,7 +51,18 @@ def area_resample(image: np.ndarray, factor: float, dtype=np.float32) -> np.ndar
     return block_mean(image.astype(dtype, copy=False), int(factor))  # whole blocks
   rows = area_weights(height, out_h).astype(dtype)
   cols = area_weights(width, out_w).astype(dtype)
+  one_blas_thread()
   return np.einsum("ih,hwc,jw->ijc", rows, image.astype(dtype), cols, optimize=True)
+
+
+@functools.cache
+def one_blas_thread() -> None:
+  """Pins NumPy's BLAS to one thread, for the rest of the process (once per process: the
+  setting is process-wide, so a per-call limit would race between the pipeline's threads).
+  Its threads split a product's sums by their number, so resampled values would differ in the
+  last bits between machines of different core counts; and they contend with the pipeline's
+  own threads and processes (1.2x the examples per CPU second with one)."""
+  threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
 # Up to this factor, block_mean adds a block's pixels in the order NumPy's mean over the
