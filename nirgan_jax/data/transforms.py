@@ -13,7 +13,6 @@ import functools
 import math
 
 import numpy as np
-import threadpoolctl
 
 from nirgan_jax import contract
 
@@ -39,30 +38,54 @@ def area_weights(size_in: int, size_out: int) -> np.ndarray:
   return overlap / f
 
 
+@functools.lru_cache(maxsize=64)
+def area_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+  """``area_weights`` by its nonzero entries: (size_out, taps) input indices and weights, the
+  few input cells under each output cell (``ceil(f) + 1`` at most), padded with weight 0.
+  Cached (a pipeline resamples the same few sizes again and again), so read-only."""
+  weights = area_weights(size_in, size_out)
+  nonzero = weights > 0
+  counts = nonzero.sum(axis=1)
+  # Each row's nonzero cells are contiguous: its first one and the next count - 1.
+  tap = np.arange(counts.max())
+  used = tap < counts[:, None]
+  indices = np.where(used, np.argmax(nonzero, axis=1)[:, None] + tap, 0)
+  tap_weights = np.where(used, np.take_along_axis(weights, indices, axis=1), 0.0)
+  indices.flags.writeable = tap_weights.flags.writeable = False
+  return indices, tap_weights
+
+
+def _resample_axis(image: np.ndarray, axis: int, size_out: int) -> np.ndarray:
+  """Area averaging along one axis, as a sum over the few cells under each output cell."""
+  indices, weights = area_taps(image.shape[axis], size_out)
+  weights = weights.astype(image.dtype)
+  shape = [1] * image.ndim
+  shape[axis] = size_out
+  out = None
+  for tap in range(indices.shape[1]):
+    term = np.take(image, indices[:, tap], axis=axis) * weights[:, tap].reshape(shape)
+    out = term if out is None else out + term
+  return out
+
+
 def area_resample(image: np.ndarray, factor: float, dtype=np.float32) -> np.ndarray:
-  """(H, W, C) -> (round(H / factor), round(W / factor), C) by area averaging, in ``dtype``."""
+  """(H, W, C) -> (round(H / factor), round(W / factor), C) by area averaging, in ``dtype``.
+
+  Whole blocks (integer factors) are block means; other factors sum the two or three input
+  cells under each output cell with their overlap weights, rows then columns: a banded
+  version of ``area_weights`` rows @ image @ columns, equal to it to float rounding (1e-7
+  relative in float32) and with no BLAS, so its bits do not depend on the machine's threads.
+  """
   if factor < 1:
     raise ValueError(f"factor must be >= 1 (coarsening), got {factor}")
   height, width = image.shape[:2]
   out_h, out_w = max(1, round(height / factor)), max(1, round(width / factor))
   if (out_h, out_w) == (height, width):
     return image.astype(dtype)
+  image = image.astype(dtype, copy=False)
   if float(factor).is_integer() and height % factor == 0 and width % factor == 0:
-    return block_mean(image.astype(dtype, copy=False), int(factor))  # whole blocks
-  rows = area_weights(height, out_h).astype(dtype)
-  cols = area_weights(width, out_w).astype(dtype)
-  one_blas_thread()
-  return np.einsum("ih,hwc,jw->ijc", rows, image.astype(dtype), cols, optimize=True)
-
-
-@functools.cache
-def one_blas_thread() -> None:
-  """Pins NumPy's BLAS to one thread, for the rest of the process (once per process: the
-  setting is process-wide, so a per-call limit would race between the pipeline's threads).
-  Its threads split a product's sums by their number, so resampled values would differ in the
-  last bits between machines of different core counts; and they contend with the pipeline's
-  own threads and processes (1.2x the examples per CPU second with one)."""
-  threadpoolctl.threadpool_limits(1, user_api="blas")
+    return block_mean(image, int(factor))  # whole blocks
+  return _resample_axis(_resample_axis(image, 0, out_h), 1, out_w)
 
 
 # Up to this factor, block_mean adds a block's pixels in the order NumPy's mean over the
