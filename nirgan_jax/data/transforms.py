@@ -71,8 +71,8 @@ def _resample_axis(image: np.ndarray, axis: int, size_out: int) -> np.ndarray:
 def area_resample(image: np.ndarray, factor: float, dtype=np.float32) -> np.ndarray:
   """(H, W, C) -> (round(H / factor), round(W / factor), C) by area averaging, in ``dtype``.
 
-  Whole blocks (integer factors) are block means; other factors sum the two or three input
-  cells under each output cell with their overlap weights, rows then columns: a banded
+  Whole blocks (integer factors) are block means; other factors sum the input cells under
+  each output cell (two at 1.5x) with their overlap weights, rows then columns: a banded
   version of ``area_weights`` rows @ image @ columns, equal to it to float rounding (1e-7
   relative in float32) and with no BLAS, so its bits do not depend on the machine's threads.
   """
