@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -60,7 +59,7 @@ def main() -> None:
                       help="of the built shards (nirgan-prep --record_compression)")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # mp_prefetch reads absl flags
-  cores = len(os.sched_getaffinity(0))
+  cores = ip.host_cores()
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
     with contextlib.redirect_stdout(sys.stderr):  # TFDS announces the build: stdout is the JSON's

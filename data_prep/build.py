@@ -74,9 +74,9 @@ def _tree_top(root: Path, depth: int = 3) -> set[Path]:
 
 
 # How the ArrayRecord shards are compressed (each record alone, ``group_size:1``, as TFDS
-# writes them). zstd (level 3) is TFDS's and the smallest; snappy reads 2-3.5x faster for
-# 1.3-1.4x the disk, uncompressed 4x faster for 1.45-1.6x (docs/performance.md). Readers
-# need no setting: each shard says how it is compressed.
+# writes them). zstd (level 3) is TFDS's and the smallest; snappy and uncompressed records
+# read 2-2.5x faster for 1.34x and 1.63x the disk (docs/data.md). Readers need no setting:
+# each shard says how it is compressed.
 RECORD_COMPRESSIONS = ("zstd", "snappy", "uncompressed")
 
 
@@ -205,7 +205,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="processes reading and encoding inputs (default 1)")
   parser.add_argument("--record_compression", choices=RECORD_COMPRESSIONS, default="zstd",
                       help="of the ArrayRecord shards: zstd (default, smallest), snappy (reads "
-                           "2-3.5x faster, 1.3-1.4x the disk), uncompressed")
+                           "2-2.5x faster, 1.34x the disk), uncompressed (1.63x the disk)")
   parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
   return parser.parse_args(argv)
 
@@ -243,10 +243,6 @@ def parse_options(options: list[str], builder_cls) -> dict:
 @errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  if (BUILDERS[args.source].MANUAL_DOWNLOAD_INSTRUCTIONS and not args.manual_dir
-      and not args.remote):
-    raise errors.UsageError(f"{args.source} needs --manual_dir. "
-                            f"{BUILDERS[args.source].download_instructions()}")
   check_arguments(args)
   extra = parse_options(args.option, BUILDERS[args.source])
   try:

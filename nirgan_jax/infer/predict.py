@@ -280,9 +280,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def add_compute_dtype_argument(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--compute_dtype", choices=tuple(models.COMPUTE_DTYPES), default="float32",
-                      help="precision of the generator's convolutions: float32 (default, "
-                           "whatever the model trained with), or bfloat16, faster on GPUs, "
-                           "TPUs and CPUs with native bf16 (the README gives its error)")
+                      help="precision of the generator's convolutions: float32 (the "
+                           "default, whatever precision the model trained in) or bfloat16, "
+                           "faster on GPUs, TPUs and CPUs with native bf16 (docs/tools.md "
+                           "gives its error)")
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
