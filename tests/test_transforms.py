@@ -72,8 +72,8 @@ def test_coarse_pixels_are_valid_only_where_all_their_native_pixels_are():
   valid = np.ones((8, 8), np.float32)
   valid[1, 2] = 0  # one of the 4 pixels of coarse (0, 1)
   valid[6:8, 6:8] = 0  # all of coarse (3, 3)
-  values, coarse_valid = transforms.area_resample_valid(np.where(valid[..., None] > 0, image, 0),
-                                                        valid[..., None], 2)
+  (values,), coarse_valid = transforms.area_resample_valid(
+      [np.where(valid[..., None] > 0, image, 0)], valid[..., None], 2)
   np.testing.assert_array_equal(coarse_valid[..., 0], valid.reshape(4, 2, 4, 2).all(axis=(1, 3)))
   block_means = image.reshape(4, 2, 4, 2, 2).mean(axis=(1, 3))
   keep = coarse_valid[..., 0] > 0
@@ -90,8 +90,8 @@ def test_a_native_pixel_partly_under_a_coarse_one_invalidates_it():
   thirds under coarse column 1, so both are invalid; coarse column 2 is not."""
   valid = np.ones((10, 10, 1), np.float32)
   valid[:, 3] = 0
-  values, coarse_valid = transforms.area_resample_valid(np.ones((10, 10, 1), np.float32), valid,
-                                                        10 / 3)
+  (values,), coarse_valid = transforms.area_resample_valid([np.ones((10, 10, 1), np.float32)],
+                                                           valid, 10 / 3)
   np.testing.assert_array_equal(coarse_valid[..., 0], [[0, 0, 1]] * 3)
   np.testing.assert_allclose(values, 1.0, rtol=1e-6)  # means over the valid pixels only
 
@@ -122,18 +122,18 @@ def test_illumination_gain_keeps_ndvi_and_reflectance_within_one():
   rng = np.random.default_rng(0)
   image = rng.uniform(0.01, 0.5, (16, 16, 4)).astype(np.float32)
   valid = np.ones((16, 16, 1), np.float32)
-  gains = [transforms.illumination_gain(rng, image, valid, 0.5, 1.8) for _ in range(2000)]
+  gains = [transforms.illumination_gain(rng, [image], valid, 0.5, 1.8) for _ in range(2000)]
   assert min(gains) >= 0.5 and max(gains) <= 1.0 / image.max() + 1e-6
   assert np.median(gains) == pytest.approx(1.0, abs=0.1)  # log-uniform around 1 here
   bright = image.copy()
   bright[3, 4, 0] = 0.9
-  assert all(transforms.illumination_gain(rng, bright, valid, 1.5, 2.0) <= 1 / 0.9 + 1e-6
+  assert all(transforms.illumination_gain(rng, [bright], valid, 1.5, 2.0) <= 1 / 0.9 + 1e-6
              for _ in range(50))
   # No-data pixels do not cap the gain.
   valid[3, 4] = 0
-  assert transforms.illumination_gain(np.random.default_rng(1), bright, valid, 1.5, 1.5) == (
+  assert transforms.illumination_gain(np.random.default_rng(1), [bright], valid, 1.5, 1.5) == (
       pytest.approx(min(1.5, 1 / image.max())))
-  gain = transforms.illumination_gain(rng, image, np.ones_like(valid), 0.5, 1.8)
+  gain = transforms.illumination_gain(rng, [image], np.ones_like(valid), 0.5, 1.8)
   ndvi = lambda x: (x[..., 3] - x[..., 0]) / (x[..., 3] + x[..., 0])
   np.testing.assert_allclose(ndvi(image * gain), ndvi(image), rtol=1e-5)
 
@@ -155,6 +155,7 @@ def test_block_mean_is_bit_identical_to_numpys_mean(dtype, factor):
 
 
 def test_illumination_gain_caps_by_the_same_maximum_as_a_masked_max():
+  """Over the example's band arrays (RGB and NIR, as the pipeline passes them)."""
   rng = np.random.default_rng(3)
   image = rng.uniform(0.0, 0.9, (32, 32, 4)).astype(np.float32)
   for valid in (np.ones((32, 32, 1), np.float32),
@@ -164,7 +165,8 @@ def test_illumination_gain_caps_by_the_same_maximum_as_a_masked_max():
     for seed in range(20):
       expected = math.exp(np.random.default_rng(seed).uniform(math.log(1.5), math.log(2.0)))
       expected = min(expected, 1.0 / brightest) if brightest > 0 else expected
-      assert transforms.illumination_gain(np.random.default_rng(seed), image, valid,
+      bands = [image[..., :3], image[..., 3:]]
+      assert transforms.illumination_gain(np.random.default_rng(seed), bands, valid,
                                           1.5, 2.0) == expected
 
 
@@ -174,7 +176,7 @@ from nirgan_jax.data import transforms
 rng = np.random.default_rng(0)
 image = rng.random((384, 384, 5), dtype=np.float32)
 valid = (rng.random((384, 384, 1)) > 0.01).astype(np.float32)
-means, mask = transforms.area_resample_valid(image, valid, 1.5)
+(means,), mask = transforms.area_resample_valid([image], valid, 1.5)
 print(hashlib.sha256(means.tobytes() + mask.tobytes()).hexdigest())
 """
 

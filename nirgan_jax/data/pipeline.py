@@ -259,6 +259,10 @@ def unfillable_message(spec: SourceSpec, gsd: float, image_size: int, needed: in
           f"data.image_size, or rebuild it with --patch_size {needed}")
 
 
+# The stored band arrays of an example, in the order of the model's four bands.
+BANDS = ("rgb", "nir")
+
+
 class ExampleTransform(grain.transforms.RandomMap):
   """Stored example -> model input at a chosen resolution, cropped and augmented.
 
@@ -293,9 +297,9 @@ class ExampleTransform(grain.transforms.RandomMap):
     return gsd, gsd / native
 
   def native_window(self, element: dict[str, Any], gsd: float, factor: float,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The window of native pixels the example is cut from: (H, W, 4) float reflectance and
-    its (H, W, 1) float mask."""
+                    rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """The window of native pixels the example is cut from: its bands as float reflectance,
+    (H, W, 3) RGB and (H, W, 1) NIR, and its (H, W, 1) stored 0/1 mask."""
     size = self.image_size
     height, width = element["rgb"].shape[:2]
     window = transforms.native_window(size, factor)
@@ -308,45 +312,52 @@ class ExampleTransform(grain.transforms.RandomMap):
     else:
       top, left = (height - window) // 2, (width - window) // 2
     rows, cols = slice(top, top + window), slice(left, left + window)
-    image = transforms.to_reflectance(  # the window only: a stored patch is up to 16x larger
-        np.concatenate([element["rgb"][rows, cols], element["nir"][rows, cols]], axis=-1))
-    return image, element[contract.VALID][rows, cols].astype(np.float32)
+    # The window only (a stored patch is up to 16x larger), and each band array on its own:
+    # NumPy copies an array of 3 or 5 interleaved channels through inner loops of 3 or 5
+    # values, so joining the bands (or the mask) into one array would cost more than all
+    # the arithmetic.
+    bands = [transforms.to_reflectance(element[key][rows, cols]) for key in BANDS]
+    return bands, element[contract.VALID][rows, cols]
 
-  def crop(self, image: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``image_size`` px of the (resampled) window, the mask as a fifth channel."""
+  def crop(self, bands: list[np.ndarray], valid: np.ndarray,
+           rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """``image_size`` px of the (resampled) window: views of the bands and mask."""
     size = self.image_size
-    h, w = image.shape[:2]
+    h, w = valid.shape[:2]
     if self.augment:
       top, left = transforms.random_crop_offsets(rng, h, w, size)
     else:
       top, left = (h - size) // 2, (w - size) // 2
-    return transforms.crop(np.concatenate([image, valid], axis=-1), size, top, left)
+    return ([transforms.crop(band, size, top, left) for band in bands],
+            transforms.crop(valid, size, top, left))
 
-  def apply_gain(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  def apply_gain(self, bands: list[np.ndarray], valid: np.ndarray,
+                 rng: np.random.Generator) -> list[np.ndarray]:
     if self.augment and self.illumination_gain != (1.0, 1.0):
-      gain = transforms.illumination_gain(rng, image[..., :4], image[..., 4:],
-                                          *self.illumination_gain)
-      # One multiply over all five channels (the mask's by 1): NumPy is slow on the
-      # four-of-five-channel view.
-      image *= np.array([gain] * 4 + [1.0], np.float32)
-    return image
+      gain = np.float32(transforms.illumination_gain(rng, bands, valid, *self.illumination_gain))
+      bands = [band * gain for band in bands]
+    return bands
 
-  def orient(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random flip / quarter turn when augmenting; a contiguous float32 copy."""
+  def orient(self, bands: list[np.ndarray], valid: np.ndarray,
+             rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """A random flip / quarter turn of the bands and mask when augmenting (views: batching
+    copies them), the mask as float32."""
     if self.augment:
-      image = transforms.dihedral(image, int(rng.integers(0, 4)), bool(rng.random() < 0.5))
-    return np.ascontiguousarray(image, np.float32)
+      k, flip = int(rng.integers(0, 4)), bool(rng.random() < 0.5)
+      bands = [transforms.dihedral(band, k, flip) for band in bands]
+      valid = transforms.dihedral(valid, k, flip)
+    return bands, valid.astype(np.float32, copy=False)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     gsd, factor = self.choose_gsd(element, rng)
-    image, valid = self.native_window(element, gsd, factor, rng)
+    bands, valid = self.native_window(element, gsd, factor, rng)
     if factor > 1:
-      image, valid = transforms.area_resample_valid(image, valid, factor)
-    image = self.orient(self.apply_gain(self.crop(image, valid, rng), rng), rng)
+      bands, valid = transforms.area_resample_valid(bands, valid, factor)
+    bands, valid = self.crop(bands, valid, rng)
+    bands, valid = self.orient(self.apply_gain(bands, valid, rng), valid, rng)
     return {
-        "rgb": image[..., :3],
-        "nir": image[..., 3:4],
-        contract.VALID: image[..., 4:],
+        **dict(zip(BANDS, bands, strict=True)),
+        contract.VALID: valid,
         "lonlat": np.array([element["lon"], element["lat"]], np.float32),
         "gsd_m": np.float32(gsd),
         "sensor_id": np.int32(contract.sensor_id(_text(element["sensor"]))),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -110,20 +111,22 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
   return total
 
 
-def area_resample_valid(image: np.ndarray, valid: np.ndarray,
-                        factor: float) -> tuple[np.ndarray, np.ndarray]:
-  """Coarsens (H, W, C) ``image`` and its (H, W, 1) 0/1 ``valid`` mask by area averaging.
+def area_resample_valid(images: Sequence[np.ndarray], valid: np.ndarray,
+                        factor: float) -> tuple[list[np.ndarray], np.ndarray]:
+  """Coarsens each (H, W, C) of ``images`` (the bands of one example) and their (H, W, 1) 0/1
+  ``valid`` mask by area averaging.
 
   A coarse pixel is valid only if every native pixel under it is (its area-averaged mask is
   1, to float rounding). Its value is the mean over the valid native pixels under it (0
   where there are none), so no-data never enters a mean and every value is finite.
   """
   if valid.all():
-    image = area_resample(image, factor)
-    return image, np.ones((*image.shape[:2], 1), np.float32)
+    images = [area_resample(image, factor) for image in images]
+    return images, np.ones((*images[0].shape[:2], 1), np.float32)
   cover = area_resample(valid, factor, np.float64)
-  sums = area_resample(np.where(valid > 0, image, 0.0), factor)
-  means = np.where(cover > 0, sums / np.maximum(cover, 1e-12), 0.0).astype(np.float32)
+  safe_cover = np.maximum(cover, 1e-12)
+  means = [np.where(cover > 0, area_resample(np.where(valid > 0, image, 0.0), factor)
+                    / safe_cover, 0.0).astype(np.float32) for image in images]
   return means, (cover >= 1.0 - VALID_TOLERANCE).astype(np.float32)
 
 
@@ -153,17 +156,19 @@ def dihedral(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
   return image[:, ::-1] if flip else image
 
 
-def illumination_gain(rng: np.random.Generator, reflectance: np.ndarray, valid: np.ndarray,
+def illumination_gain(rng: np.random.Generator, bands: Sequence[np.ndarray], valid: np.ndarray,
                       low: float, high: float) -> float:
-  """A brightness factor for all four bands of an example, as a change of illumination
-  (sun elevation, haze, terrain shading) would apply: log-uniform in [``low``, ``high``],
-  lowered where needed so that no valid reflectance passes 1. One factor on every band
-  leaves NDVI, NDWI and every other normalised difference unchanged; clipping would not.
+  """A brightness factor for all four bands of an example (``bands``: its arrays of them,
+  e.g. RGB and NIR), as a change of illumination (sun elevation, haze, terrain shading) would
+  apply: log-uniform in [``low``, ``high``], lowered where needed so that no valid reflectance
+  passes 1. One factor on every band leaves NDVI, NDWI and every other normalised difference
+  unchanged; clipping would not.
   """
   gain = math.exp(rng.uniform(math.log(low), math.log(high)))
   # The same maximum as np.max(where=valid > 0, initial=0), which is 10x slower.
-  brightest = float(np.max(reflectance) if valid.all()
-                    else np.max(np.where(valid > 0, reflectance, 0.0)))
+  everywhere = valid.all()
+  brightest = max(float(np.max(band) if everywhere else np.max(np.where(valid > 0, band, 0.0)))
+                  for band in bands)
   return min(gain, 1.0 / brightest) if brightest > 0 else gain
 
 
