@@ -97,18 +97,23 @@ SEQUENTIAL_BLOCK_MAX = 8
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
   """(H, W, C) -> (H / factor, W / factor, C): the mean of each factor x factor block, in
   ``image``'s dtype, bit-identical to ``reshape(...).mean(axis=(1, 3))`` and about 5x faster:
-  NumPy reduces two short strided axes slowly, while whole-image adds run at memory speed."""
+  NumPy reduces two short strided axes slowly, while whole-image adds run at memory speed.
+  Each channel is summed on its own: over interleaved channels NumPy's innermost loop would
+  be C values long (3x slower for RGB)."""
   height, width, channels = image.shape
   blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
   if factor > SEQUENTIAL_BLOCK_MAX:
     return blocks.mean(axis=(1, 3), dtype=image.dtype)
-  total = blocks[:, 0, :, 0].copy()
-  for row in range(factor):
-    for col in range(factor):
-      if row or col:
-        total += blocks[:, row, :, col]
-  total /= image.dtype.type(factor * factor)
-  return total
+  means = np.empty((height // factor, width // factor, channels), image.dtype)
+  for channel in range(channels):
+    total = blocks[:, 0, :, 0, channel].copy()  # contiguous: adds into it run fastest
+    for row in range(factor):
+      for col in range(factor):
+        if row or col:
+          total += blocks[:, row, :, col, channel]
+    means[..., channel] = total
+  means /= image.dtype.type(factor * factor)
+  return means
 
 
 def area_resample_valid(images: Sequence[np.ndarray], valid: np.ndarray,
