@@ -55,7 +55,8 @@ def main() -> None:
   parser.add_argument("--examples", type=int, default=200)
   parser.add_argument("--batches", type=int, default=40)
   parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--record_compression", choices=build.RECORD_COMPRESSIONS, default="zstd",
+  parser.add_argument("--record_compression", choices=build.RECORD_COMPRESSIONS,
+                      default=build.DEFAULT_RECORD_COMPRESSION,
                       help="of the built shards (nirgan-prep --record_compression)")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # mp_prefetch reads absl flags

@@ -68,7 +68,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--examples", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--record_compression", choices=build.RECORD_COMPRESSIONS, default="zstd",
+  parser.add_argument("--record_compression", choices=build.RECORD_COMPRESSIONS,
+                      default=build.DEFAULT_RECORD_COMPRESSION,
                       help="of the built shards (nirgan-prep --record_compression)")
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:

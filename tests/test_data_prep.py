@@ -183,6 +183,16 @@ def test_record_compression_changes_the_shards_not_the_examples(tmp_path, capsys
         for key in a:
           np.testing.assert_array_equal(a[key], b[key], err_msg=f"{compression} {key}")
   assert shard_bytes["zstd"] < shard_bytes["snappy"] < shard_bytes["uncompressed"]
+  # With no flag, the shards are snappy's: each says how its records were written.
+  default_dir = tmp_path / "default"
+  assert build.main(["nirgan_demo", "--config", "small", "--data_dir", str(default_dir)]) == 0
+  assert f"records compressed with {build.DEFAULT_RECORD_COMPRESSION}" in capsys.readouterr().out
+  from array_record.python import array_record_module
+  shard = next(Path(tfds.builder("nirgan_demo/small", data_dir=str(default_dir)).data_dir)
+               .glob("*.array_record-*"))
+  reader = array_record_module.ArrayRecordReader(str(shard))
+  assert "snappy" in reader.writer_options_string()
+  reader.close()
   # TFDS's own writer is back after each build.
   assert tfds.core.file_adapters.ADAPTER_FOR_FORMAT[
       tfds.core.file_adapters.FileFormat.ARRAY_RECORD].__name__ == "ArrayRecordFileAdapter"

@@ -81,10 +81,14 @@ def test_same_seed_same_batches_with_and_without_workers(demo_dirs):
   plain = _batches(ip.make_iterator(dataset, workers=0), 6)
   again = _batches(ip.make_iterator(dataset, workers=0), 6)
   workers = _batches(ip.make_iterator(dataset, workers=2), 6)
-  for a, b, c in zip(plain, again, workers, strict=True):
+  one_worker = _batches(ip.make_iterator(dataset, workers=1), 6)
+  for a, b, c, d in zip(plain, again, workers, one_worker, strict=True):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
       np.testing.assert_array_equal(a[key], c[key])
+      np.testing.assert_array_equal(a[key], d[key])
+  # The workers' batches come in shared memory; the dataset itself is left as it was.
+  assert type(dataset[0]["rgb"]) is np.ndarray
 
 
 def test_restored_state_reproduces_the_following_batches(demo_dirs):

@@ -30,6 +30,7 @@ Evaluation: one pass in order, no augmentation, centre crop at native resolution
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.metadata
 import json
@@ -417,6 +418,12 @@ def make_iterator(dataset: grain.MapDataset, read_threads: int = 8, prefetch_buf
   Buffers are sized for ~512 KB records: the Grain default (16 threads, 500 buffered)
   holds ~250 MB per host.
   """
+  if workers > 0 and hasattr(dataset, "enable_shared_memory_output"):
+    # The workers then make each batch in shared memory, and it reaches this process without
+    # a copy (Grain does this by itself only for a batch of an IterDataset): about a quarter
+    # more batches/s from one worker on 2 cores. On a copy: ``dataset`` is left as it was.
+    dataset = copy.copy(dataset)
+    dataset.enable_shared_memory_output()
   iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                                        prefetch_buffer_size=prefetch_buffer))
   if workers > 0:
