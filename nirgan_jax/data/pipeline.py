@@ -342,12 +342,12 @@ class ExampleTransform(grain.transforms.RandomMap):
   def orient(self, bands: list[np.ndarray], valid: np.ndarray,
              rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
     """A random flip / quarter turn of the bands and mask when augmenting (views: batching
-    copies them), the mask as float32."""
+    copies them), the mask as a float32 copy (never a view of a stored array)."""
     if self.augment:
       k, flip = int(rng.integers(0, 4)), bool(rng.random() < 0.5)
       bands = [transforms.dihedral(band, k, flip) for band in bands]
       valid = transforms.dihedral(valid, k, flip)
-    return bands, valid.astype(np.float32, copy=False)
+    return bands, valid.astype(np.float32)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     gsd, factor = self.choose_gsd(element, rng)
