@@ -59,12 +59,17 @@ def area_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
 def _resample_axis(image: np.ndarray, axis: int, size_out: int) -> np.ndarray:
   """Area averaging along one axis, as a sum over the few cells under each output cell."""
   indices, weights = area_taps(image.shape[axis], size_out)
-  weights = weights.astype(image.dtype)
+  weights = np.ascontiguousarray(weights.T, image.dtype)  # (taps, size_out)
   shape = [1] * image.ndim
   shape[axis] = size_out
+  if axis == image.ndim - 2:
+    # Columns: each weight repeated over the channels, so that the multiply is one long loop
+    # (broadcast over them, NumPy's innermost loop would be the 3 RGB channels alone).
+    weights = np.repeat(weights[..., None], image.shape[-1], axis=-1)
+    shape[-1] = image.shape[-1]
   out = None
   for tap in range(indices.shape[1]):
-    term = np.take(image, indices[:, tap], axis=axis) * weights[:, tap].reshape(shape)
+    term = np.take(image, indices[:, tap], axis=axis) * weights[tap].reshape(shape)
     out = term if out is None else out + term
   return out
 
