@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 EXIT_ERROR = 1
@@ -165,7 +166,14 @@ class Terminated(BaseException):
 
 @contextlib.contextmanager
 def sigterm_unwinds() -> Iterator[None]:
-  """Within the block, SIGTERM raises ``Terminated`` instead of ending the process at once."""
+  """Within the block, SIGTERM raises ``Terminated`` instead of ending the process at once.
+
+  Python runs the handler between two bytecodes of the main thread, which may be inside a
+  garbage-collection callback or a ``__del__`` (JAX registers one): there an exception is only
+  reported as unraisable, and the signal would be lost. So such a ``Terminated`` has the
+  signal sent again, from another thread, and the main thread raises it at a later bytecode;
+  the block does not end before every such signal was raised.
+  """
   if threading.current_thread() is not threading.main_thread():
     yield  # signal handlers can only be set from the main thread
     return
@@ -173,11 +181,39 @@ def sigterm_unwinds() -> Iterator[None]:
   def handler(signum, frame):
     raise Terminated(signal.Signals(signum).name)
 
+  previous_hook = sys.unraisablehook
+  senders = []
+
+  def send_again(unraisable):
+    if not isinstance(unraisable.exc_value, Terminated):
+      previous_hook(unraisable)
+      return
+    sender = threading.Thread(target=_send_sigterm_soon, daemon=True)
+    senders.append(sender)
+    sender.start()
+
   previous = signal.signal(signal.SIGTERM, handler)
+  sys.unraisablehook = send_again
   try:
     yield
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    try:
+      for sender in senders:
+        sender.join()  # its signal is raised here at the latest
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+      if sys.unraisablehook is send_again:
+        sys.unraisablehook = previous_hook
+
+
+# Long enough for the hook that starts the sender to return first (were the signal handled in
+# the hook, it would be lost again), short beside any tool's stop.
+_RESEND_DELAY_S = 0.01
+
+
+def _send_sigterm_soon() -> None:
+  time.sleep(_RESEND_DELAY_S)
+  os.kill(os.getpid(), signal.SIGTERM)
 
 
 def one_line(error: BaseException) -> str:

@@ -457,3 +457,29 @@ def test_asyncio_records_of_writes_that_failed_together_keep_one_line():
   other = logging.LogRecord("asyncio", logging.ERROR, "x.py", 1, "two\nlines", (), None)
   errors._NoRelayedTracebacks().filter(other)
   assert other.getMessage() == "two\nlines"  # any other asyncio record is left as it is
+
+
+def test_a_sigterm_during_a_garbage_collection_callback_still_unwinds():
+  """Python runs the SIGTERM handler between two bytecodes, which may be inside a gc callback
+  (JAX registers one), where its exception is only reported as unraisable: the signal must be
+  delivered again, not lost (a tool would then finish and exit 0)."""
+  import gc
+  sent = []
+
+  def callback(phase, info):
+    if not sent:
+      sent.append(phase)
+      os.kill(os.getpid(), signal.SIGTERM)
+      sum(range(100))  # bytecodes: the handler runs here, inside the callback
+
+  gc.callbacks.append(callback)
+  previous_hook = sys.unraisablehook
+  try:
+    with pytest.raises(errors.Terminated), errors.sigterm_unwinds():
+      gc.collect()
+      for _ in range(10_000):  # outside the callback: where the signal lands again
+        pass
+  finally:
+    gc.callbacks.remove(callback)
+  assert sent and sys.unraisablehook is previous_hook
+  assert signal.getsignal(signal.SIGTERM) is not None
