@@ -184,13 +184,19 @@ def sigterm_unwinds() -> Iterator[None]:
   previous_hook = sys.unraisablehook
   senders = []
 
-  def send_again(unraisable):
-    if not isinstance(unraisable.exc_value, Terminated):
-      previous_hook(unraisable)
-      return
+  def send_later():
     sender = threading.Thread(target=_send_sigterm_soon, daemon=True)
     senders.append(sender)
     sender.start()
+
+  def send_again(unraisable):
+    if isinstance(unraisable.exc_value, Terminated):
+      send_later()
+      return
+    try:
+      previous_hook(unraisable)
+    except Terminated:  # it landed in the previous hook (which may format a long traceback)
+      send_later()
 
   previous = signal.signal(signal.SIGTERM, handler)
   sys.unraisablehook = send_again
