@@ -474,7 +474,7 @@ def test_a_sigterm_during_a_garbage_collection_callback_still_unwinds():
 
   gc.collect()  # earlier tests' garbage, whose unraisable errors would slow the collection
   gc.callbacks.append(callback)
-  previous_hook = sys.unraisablehook
+  previous_hook, previous_handler = sys.unraisablehook, signal.getsignal(signal.SIGTERM)
   try:
     with pytest.raises(errors.Terminated), errors.sigterm_unwinds():
       gc.collect()
@@ -483,4 +483,4 @@ def test_a_sigterm_during_a_garbage_collection_callback_still_unwinds():
   finally:
     gc.callbacks.remove(callback)
   assert sent and sys.unraisablehook is previous_hook
-  assert signal.getsignal(signal.SIGTERM) is not None
+  assert signal.getsignal(signal.SIGTERM) is previous_handler

@@ -134,9 +134,9 @@ def area_resample_valid(images: Sequence[np.ndarray], valid: np.ndarray,
     images = [area_resample(image, factor) for image in images]
     return images, np.ones((*images[0].shape[:2], 1), np.float32)
   cover = area_resample(valid, factor, np.float64)
-  safe_cover = np.maximum(cover, 1e-12)
-  means = [np.where(cover > 0, area_resample(np.where(valid > 0, image, 0.0), factor)
-                    / safe_cover, 0.0).astype(np.float32) for image in images]
+  safe_cover, covered, keep = np.maximum(cover, 1e-12), cover > 0, valid > 0
+  means = [np.where(covered, area_resample(np.where(keep, image, 0.0), factor) / safe_cover,
+                    0.0).astype(np.float32) for image in images]
   return means, (cover >= 1.0 - VALID_TOLERANCE).astype(np.float32)
 
 
